@@ -1,0 +1,56 @@
+//! Command line (clap): `pull` runs one stream in the foreground, `testsrc` a synthetic
+//! WHEP source.
+
+mod pull;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::{init_logging, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "whep-bridge", version, about = "Pulls WebRTC (WHEP/SRS) audio, converts it to PCM and streams it over WebSocket")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "WHEP_BRIDGE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull one stream in the foreground: WHEP in, PCM over WebSocket out.
+    Pull(pull::PullArgs),
+    /// Run a synthetic WHEP source sending Opus 48 kHz stereo tones (SRS-like behaviour on demand).
+    Testsrc(crate::testsrc::TestSrcArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // awc (rustls) and webrtc-rs may both pull in a rustls crypto provider; pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Command::Pull(args) => pull::run(args),
+        Command::Testsrc(args) => run_testsrc(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("whep-bridge: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_testsrc(args: crate::testsrc::TestSrcArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(crate::testsrc::run(args))
+        .map_err(|e| e.to_string())
+}

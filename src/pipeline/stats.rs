@@ -1,0 +1,91 @@
+//! Per-stream counters, shared by the actors of one stream and read by reporters.
+//!
+//! Relaxed atomics: each counter has one writer (the actor that owns that stage) and
+//! readers only need eventually consistent figures for logs, the API and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub packets: AtomicU64,
+    pub lost: AtomicU64,
+    pub concealed_ms: AtomicU64,
+    pub late: AtomicU64,
+    pub discontinuities: AtomicU64,
+    pub decoded_frames: AtomicU64,
+    pub chunks: AtomicU64,
+    pub bytes: AtomicU64,
+    pub buffered_ms: AtomicU64,
+    pub whep_connects: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Sum and count of pipeline latency samples (RTP arrival → WS send), in microseconds.
+    pub latency_us_sum: AtomicU64,
+    pub latency_count: AtomicU64,
+    pub latency_us_max: AtomicU64,
+}
+
+/// A point-in-time copy for printing and serialising.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    pub packets: u64,
+    pub lost: u64,
+    pub concealed_ms: u64,
+    pub late: u64,
+    pub discontinuities: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub buffered_ms: u64,
+    pub whep_connects: u64,
+    pub reconnects: u64,
+    pub latency_avg_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+impl StreamStats {
+    pub fn record_latency(&self, micros: u64) {
+        self.latency_us_sum.fetch_add(micros, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_us_max.fetch_max(micros, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let count = self.latency_count.load(Relaxed);
+        StatsSnapshot {
+            packets: self.packets.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            concealed_ms: self.concealed_ms.load(Relaxed),
+            late: self.late.load(Relaxed),
+            discontinuities: self.discontinuities.load(Relaxed),
+            chunks: self.chunks.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            buffered_ms: self.buffered_ms.load(Relaxed),
+            whep_connects: self.whep_connects.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            latency_avg_ms: if count == 0 {
+                0.0
+            } else {
+                self.latency_us_sum.load(Relaxed) as f64 / count as f64 / 1000.0
+            },
+            latency_max_ms: self.latency_us_max.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_averages_latency() {
+        let s = StreamStats::default();
+        assert_eq!(s.snapshot().latency_avg_ms, 0.0);
+        s.record_latency(10_000);
+        s.record_latency(30_000);
+        let snap = s.snapshot();
+        assert_eq!(snap.latency_avg_ms, 20.0);
+        assert_eq!(snap.latency_max_ms, 30.0);
+    }
+}
