@@ -6,8 +6,10 @@
 //!
 //! Run: `cargo bench --bench dsp -- --warm-up-time 1 --measurement-time 3`
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::f32::consts::TAU;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,6 +21,44 @@ use whep_bridge::output::envelope::{EnvelopeEncoder, StreamIdentity};
 use whep_bridge::pipeline::decoder::{DecoderConfig, DecoderCore};
 use whep_bridge::pipeline::packet::RtpPacket;
 use whep_bridge::pipeline::resampler::ResamplerCore;
+
+/// Counts heap allocations, to check that the per-frame paths do not allocate.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Heap allocations made by `n` runs of `f` after 100 warm-up runs.
+fn allocations_per_run(n: u64, mut f: impl FnMut()) -> f64 {
+    for _ in 0..100 {
+        f();
+    }
+    let before = ALLOCATIONS.load(Relaxed);
+    for _ in 0..n {
+        f();
+    }
+    (ALLOCATIONS.load(Relaxed) - before) as f64 / n as f64
+}
 
 /// One second of music-like stereo audio (two tones per channel plus a little noise),
 /// encoded as a browser would: 48 kHz stereo, 20 ms frames, 64 kbit/s.
@@ -82,6 +122,7 @@ fn bench_paths(c: &mut Criterion) {
         index: 0,
         arrival: Instant::now(),
     };
+    report_allocations(&frames);
     let mut group = c.benchmark_group("per_20ms_frame");
 
     // Reference: the decode alone at the source format.
@@ -192,6 +233,45 @@ fn bench_paths(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Prints heap allocations per 20 ms frame (expected 0) and per 200 ms chunk (expected 2:
+/// the chunk's PCM buffer and the JSON text) in steady state.
+fn report_allocations(frames: &[Bytes]) {
+    let mut src = Stream {
+        frames: frames.to_vec(),
+        index: 0,
+        arrival: Instant::now(),
+    };
+    let mut dec = decoder(48_000, 2);
+    let mut rs = ResamplerCore::new(48_000, 2, 16_000, 1).expect("resampler");
+    let (mut pcm, mut out) = (Vec::new(), Vec::new());
+    let a = allocations_per_run(500, || {
+        pcm.clear();
+        out.clear();
+        dec.push(src.next_packet(), &mut pcm);
+        rs.process(&pcm, &mut out);
+    });
+    let mut dec = decoder(16_000, 1);
+    let b = allocations_per_run(500, || {
+        pcm.clear();
+        dec.push(src.next_packet(), &mut pcm);
+    });
+    let format = OutputFormat::default();
+    let mut chunker = Chunker::new(&format);
+    let mut enc = EnvelopeEncoder::new(EnvelopeKind::Seed, StreamIdentity::default(), &format);
+    let samples = vec![0i16; 320];
+    let mut chunks = Vec::with_capacity(2);
+    let d = allocations_per_run(100, || {
+        chunks.clear();
+        for _ in 0..10 {
+            chunker.push(&samples, None, &mut chunks);
+        }
+        for chunk in &chunks {
+            black_box(enc.encode(chunk, 1.0));
+        }
+    });
+    println!("heap allocations: (a) {a:.2}/frame, (b) {b:.2}/frame, (d) {d:.2}/200 ms chunk");
 }
 
 criterion_group!(benches, bench_paths);

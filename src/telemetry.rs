@@ -1,5 +1,5 @@
 //! Logging setup. Human-readable by default, JSON lines with `--log-format json`;
-//! `RUST_LOG` overrides the level filter (default `info`, webrtc-rs internals at `warn`).
+//! `RUST_LOG` overrides the level filter (default `info`, webrtc-rs internals at `error`: its teardown warnings are noise, state changes are logged by us).
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +13,7 @@ pub enum LogFormat {
 /// Installs the global subscriber once; later calls are no-ops (tests start many nodes).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=warn,webrtc_ice=warn,webrtc_dtls=warn,webrtc_srtp=warn,webrtc_mdns=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_srtp=error,webrtc_mdns=error,dtls=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -592,10 +592,10 @@ fn resample_48k_to_16k(x: &[i16]) -> Vec<i16> {
 
 #[test]
 fn aiortc_whep_source_serves_audio_to_an_aiortc_client() {
-    let Some(python) = common::interop::interop_python() else {
-        eprintln!("SKIP: no Python with aiortc/aiohttp (see tests/interop/requirements.txt)");
-        return;
-    };
+    let python = common::interop::interop_python().expect(
+        "no Python with aiortc/aiohttp: run `bash .ci/run` once, or create a venv from \
+         tests/interop/requirements.txt and set INTEROP_PYTHON",
+    );
     let server = AiortcWhep::start(440.0, 660.0).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/check_client.py");
     let mut cmd = Command::new(python);

@@ -67,6 +67,12 @@ pub struct PullArgs {
     /// Local UDP port range for ICE, e.g. 40000-40100.
     #[arg(long, value_parser = parse_port_range)]
     pub udp_ports: Option<(u16, u16)>,
+    /// Seconds without RTP before the stream is reported `stalled`.
+    #[arg(long, default_value_t = 5.0)]
+    pub stall_after: f64,
+    /// Seconds without RTP before WHEP is reconnected (SRS keeps a silent session open).
+    #[arg(long, default_value_t = 15.0)]
+    pub media_timeout: f64,
     /// Give up after this many consecutive failed WHEP attempts.
     #[arg(long, default_value_t = 5)]
     pub max_failures: u32,
@@ -131,6 +137,14 @@ impl PullArgs {
         if !(self.ws.starts_with("ws://") || self.ws.starts_with("wss://")) {
             return Err(format!("--ws must be a ws:// or wss:// URL, got {:?}", self.ws));
         }
+        for (flag, v) in [("--stall-after", self.stall_after), ("--media-timeout", self.media_timeout)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(format!("{flag} must be a positive number of seconds, got {v}"));
+            }
+        }
+        if self.media_timeout < self.stall_after {
+            return Err("--media-timeout must not be shorter than --stall-after".to_owned());
+        }
         let duration = match self.duration {
             Some(d) if !(d > 0.0 && d.is_finite()) => {
                 return Err(format!("--duration must be a positive number, got {d}"))
@@ -160,6 +174,8 @@ impl PullArgs {
                 ..RtcConfig::default()
             },
             jitter_ms: self.jitter_ms,
+            media_stall: Duration::from_secs_f64(self.stall_after),
+            media_reconnect: Duration::from_secs_f64(self.media_timeout),
             max_consecutive_failures: Some(self.max_failures.max(1)),
             ..PipelineSettings::default()
         };
@@ -313,6 +329,8 @@ mod tests {
             jitter_ms: 60,
             rtc_ips: vec![],
             udp_ports: None,
+            stall_after: 5.0,
+            media_timeout: 15.0,
             max_failures: 5,
             stats_every: 0,
         };

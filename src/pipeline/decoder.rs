@@ -577,14 +577,14 @@ mod tests {
         let mut dec = core(16_000, 1);
         let mut out = Vec::new();
         // SRS starts at seq 0, ts 0.
-        for i in 0..20usize {
-            dec.push(rtp(i as u16, i as u32 * 960, frames[i].clone()), &mut out);
+        for (i, p) in frames.iter().enumerate().take(20) {
+            dec.push(rtp(i as u16, i as u32 * 960, p.clone()), &mut out);
         }
         // Republish: same SSRC, sequence jumps by 7000, timestamp by 30 s.
-        for i in 20..40usize {
+        for (i, p) in frames.iter().enumerate().skip(20) {
             let seq = (i + 7_000) as u16;
             let ts = i as u32 * 960 + 30 * 48_000;
-            dec.push(rtp(seq, ts, frames[i].clone()), &mut out);
+            dec.push(rtp(seq, ts, p.clone()), &mut out);
         }
         assert_eq!(out.len(), 40 * 320);
         let st = dec.stats();
@@ -597,13 +597,13 @@ mod tests {
         let frames = encode_tone(10);
         let mut dec = core(16_000, 1);
         let mut out = Vec::new();
-        for i in 0..10usize {
+        for (i, p) in frames.iter().enumerate() {
             let ts = if i < 5 {
                 96_000 + i as u32 * 960
             } else {
                 i as u32 * 960
             };
-            dec.push(rtp(i as u16, ts, frames[i].clone()), &mut out);
+            dec.push(rtp(i as u16, ts, p.clone()), &mut out);
         }
         assert_eq!(out.len(), 10 * 320);
         assert_eq!(dec.stats().discontinuities, 1);
@@ -615,12 +615,12 @@ mod tests {
         let frames = encode_tone(6);
         let mut dec = core(16_000, 1);
         let mut out = Vec::new();
-        for i in 0..6usize {
+        for (i, p) in frames.iter().enumerate() {
             let payload = match i {
                 2 => Bytes::new(),
                 // TOC code 3 claiming 63 frames of 20 ms: not a valid packet.
                 4 => Bytes::from_static(&[0xff, 0xff, 0xff]),
-                _ => frames[i].clone(),
+                _ => p.clone(),
             };
             dec.push(rtp(i as u16, i as u32 * 960, payload), &mut out);
         }
@@ -639,8 +639,8 @@ mod tests {
         let mut dec = core(16_000, 1);
         let mut out = Vec::new();
         let ts = [0u32, 960, 960 * 2 + 100, 960 * 3 + 200];
-        for i in 0..4usize {
-            dec.push(rtp(i as u16, ts[i], frames[i].clone()), &mut out);
+        for (i, (p, ts)) in frames.iter().zip(ts).enumerate() {
+            dec.push(rtp(i as u16, ts, p.clone()), &mut out);
         }
         // 4 packets + 200 ticks of gap = (3840 + 200) / 3 frames, rounded down.
         assert_eq!(out.len(), (4 * 960 + 200) / 3);

@@ -20,9 +20,9 @@
 //! short to move the mean-square error.
 //!
 //! Sensitivity: removing or duplicating `d` samples shifts tone `k` by `ω_k·d`; for 440/660 Hz
-//! at 16 kHz one sample gives an error ≈ 0.04, seven samples ≈ 1.5 (see the thresholds). A shift that is a whole
-//! number of periods of *every* tone is invisible by construction (800 samples = 50 ms for
-//! 440 + 660 Hz at 16 kHz): that limitation is inherent to tone signals.
+//! at 16 kHz one sample gives an error ≈ 0.04, seven samples ≈ 1.5 (see the thresholds). A
+//! shift that is a whole number of periods of *every* tone is invisible by construction
+//! (800 samples = 50 ms for 440 + 660 Hz at 16 kHz): that limitation is inherent to tones.
 
 use std::fmt;
 use std::ops::Range;
@@ -313,16 +313,11 @@ fn fit_tones(x: &[i16], offset: usize, omegas: &[f64]) -> Vec<(f64, f64)> {
             basis[2 * k + 1] = sn;
         }
         let v = f64::from(v);
-        for r in 0..m {
+        for (r, row) in g.iter_mut().enumerate() {
             h[r] += basis[r] * v;
-            for c in r..m {
-                g[r][c] += basis[r] * basis[c];
+            for (cell, &bc) in row.iter_mut().zip(&basis) {
+                *cell += basis[r] * bc;
             }
-        }
-    }
-    for r in 0..m {
-        for c in 0..r {
-            g[r][c] = g[c][r];
         }
     }
     let sol = solve(g, h).unwrap_or_else(|| vec![0.0; m]);
@@ -377,12 +372,14 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
-        for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for c in col..n {
-                a[row][c] -= f * a[col][c];
+        let (done, rest) = a.split_at_mut(col + 1);
+        let pivot_row = &done[col];
+        for (i, row) in rest.iter_mut().enumerate() {
+            let f = row[col] / pivot_row[col];
+            for (x, &p) in row.iter_mut().zip(pivot_row).skip(col) {
+                *x -= f * p;
             }
-            b[row] -= f * b[col];
+            b[col + 1 + i] -= f * b[col];
         }
     }
     let mut x = vec![0.0; n];

@@ -23,13 +23,18 @@ pub const INTEROP_REQUIREMENTS: &str = concat!(
 
 /// A Python interpreter that can import aiortc and aiohttp, or `None`.
 ///
-/// Looks at `$INTEROP_PYTHON`, then `/tmp/venv/bin/python` (where the project's scripts
-/// create the venv), then `python3`. The import check runs the interpreter once.
+/// Looks at `$INTEROP_PYTHON`, then the repository's `.venv/bin/python` (which `.ci/run`
+/// creates), then `/tmp/venv/bin/python`, then `python3`. The import check runs the
+/// interpreter once.
 pub fn interop_python() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("INTEROP_PYTHON") {
         candidates.push(PathBuf::from(p));
     }
+    candidates.push(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.venv/bin/python"
+    )));
     candidates.push(PathBuf::from("/tmp/venv/bin/python"));
     candidates.push(PathBuf::from("python3"));
     candidates.into_iter().find(|py| {

@@ -327,6 +327,8 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let mut seen: Option<(String, Vec<(String, String)>)> = None;
+    // The error type is dictated by tungstenite's `Callback`; this callback never fails.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         let path = req
             .uri()

@@ -8,6 +8,7 @@ fmtp minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1, recvonly, all candidate
 so the server is exercised with that kind of offer.
 
 Usage: python check_client.py --url http://127.0.0.1:PORT/whep/NAME [--seconds 3]
+           [--expect-left 440 --expect-right 660]
 Prints one line per fact and a final "frames=.. sample_rate=.. channels=.." summary;
 exits non-zero when no audio arrived or the tones are not the expected ones.
 """
@@ -68,7 +69,7 @@ def zero_cross_hz(samples: list, rate: int) -> float:
     return (len(ups) - 1) * rate / (ups[-1] - ups[0])
 
 
-async def run(url: str, seconds: float) -> int:
+async def run(url: str, seconds: float, expect: tuple) -> int:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("audio", direction="recvonly")
     got_track: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -116,10 +117,12 @@ async def run(url: str, seconds: float) -> int:
         print(f"receive stopped: {exc!r}")
     print(f"ice={pc.iceConnectionState} connection={pc.connectionState}")
     for t in pc.getTransceivers():
-        for pair in [t.receiver.transport.transport._connection._nominated.get(1)]:
-            if pair is not None:
-                print(f"selected pair: {pair.local_candidate.host}:{pair.local_candidate.port}"
-                      f" -> {pair.remote_candidate.host}:{pair.remote_candidate.port}")
+        # Private aioice state, read only for the printout: tolerate its absence.
+        conn = getattr(getattr(t.receiver.transport, "transport", None), "_connection", None)
+        pair = getattr(conn, "_nominated", {}).get(1)
+        if pair is not None:
+            print(f"selected pair: {pair.local_candidate.host}:{pair.local_candidate.port}"
+                  f" -> {pair.remote_candidate.host}:{pair.remote_candidate.port}")
     rate = rates.pop() if len(rates) == 1 else 0
     tail = int(rate * 2) if rate else 0
     f_l = zero_cross_hz(left[-tail:], rate) if rate else 0.0
@@ -134,17 +137,22 @@ async def run(url: str, seconds: float) -> int:
     print(f"left ~{f_l:.1f} Hz, right ~{f_r:.1f} Hz (zero-crossing estimate, last 2 s)")
     print(f"frames={frames} sample_rate={rate} channels={2 if layouts == {'stereo'} else layouts}"
           f" format={','.join(sorted(formats))} samples_per_channel={len(left)}")
-    return 0 if frames > 0 and d_status == 200 else 1
+    tones_ok = abs(f_l - expect[0]) < 2.0 and abs(f_r - expect[1]) < 2.0
+    if not tones_ok:
+        print(f"unexpected tones: wanted left {expect[0]} Hz, right {expect[1]} Hz")
+    return 0 if frames > 0 and d_status == 200 and tones_ok else 1
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--expect-left", type=float, default=440.0)
+    parser.add_argument("--expect-right", type=float, default=660.0)
     args = parser.parse_args()
     # Same loopback-only rule as the server: no STUN, no non-loopback candidates.
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
-    sys.exit(asyncio.run(run(args.url, args.seconds)))
+    sys.exit(asyncio.run(run(args.url, args.seconds, (args.expect_left, args.expect_right))))
 
 
 if __name__ == "__main__":
