@@ -76,7 +76,10 @@ impl OutputFormat {
         if !(20..=5_000).contains(&self.chunk_ms) || self.chunk_ms % 10 != 0 {
             return Err((
                 "chunkMs",
-                format!("{} (use a multiple of 10 between 20 and 5000)", self.chunk_ms),
+                format!(
+                    "{} (use a multiple of 10 between 20 and 5000)",
+                    self.chunk_ms
+                ),
             ));
         }
         Ok(())

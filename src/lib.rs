@@ -7,12 +7,14 @@
 //! - [`rtc`]: the only module that touches webrtc-rs.
 //! - [`output`]: chunking, envelopes and the WebSocket forwarder.
 //! - [`testsrc`]: a synthetic WHEP source that can misbehave like SRS.
+//! - [`sink`]: a WebSocket consumer that reports what it receives.
 
 pub mod cli;
 pub mod config;
 pub mod output;
 pub mod pipeline;
 pub mod rtc;
+pub mod sink;
 pub mod telemetry;
 pub mod testsrc;
 pub mod whep;

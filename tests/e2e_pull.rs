@@ -108,10 +108,15 @@ fn seed_pull_delivers_continuous_tones_at_real_time_pace() {
 
     let msgs: Vec<WsMessage> = sink.messages();
     let (samples, metas) = decode_seed(&msgs); // asserts exactly four fields per message
-    assert!(metas.iter().all(|m| m.stm_id == "room-1" && m.trace_id == trace));
+    assert!(metas
+        .iter()
+        .all(|m| m.stm_id == "room-1" && m.trace_id == trace));
     // Every chunk but a final partial one is exactly 200 ms = 6400 bytes.
     let (last, rest) = metas.split_last().expect("no audio received");
-    assert!(rest.iter().all(|m| m.samples == CHUNK_SAMPLES), "chunk sizes");
+    assert!(
+        rest.iter().all(|m| m.samples == CHUNK_SAMPLES),
+        "chunk sizes"
+    );
     assert!(last.samples <= CHUNK_SAMPLES && last.samples > 0);
     // Timestamps are send times: increasing, close to now.
     assert!(metas.windows(2).all(|w| w[1].timestamp >= w[0].timestamp));
@@ -134,11 +139,18 @@ fn extended_envelope_has_continuous_seq_and_pts() {
     wait_success(&mut pull, Duration::from_secs(30));
 
     let conns = sink.connections();
-    assert_eq!(conns[0].path, "/x/ext", "stmId template derived from the SRS URL");
+    assert_eq!(
+        conns[0].path, "/x/ext",
+        "stmId template derived from the SRS URL"
+    );
     let mut samples = Vec::new();
     let mut times = Vec::new();
     let mut seqs = Vec::new();
-    for m in sink.messages().iter().filter_map(|m| m.text().map(|t| (m.at, t))) {
+    for m in sink
+        .messages()
+        .iter()
+        .filter_map(|m| m.text().map(|t| (m.at, t)))
+    {
         let v: serde_json::Value = serde_json::from_str(m.1).expect("json");
         let obj = v.as_object().expect("object");
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();

@@ -51,7 +51,11 @@ fn pull_for(whep: &str, sink: &WsSink, secs: u32) -> String {
     let status = pull
         .wait_exit(Duration::from_secs(u64::from(secs) + 20))
         .unwrap_or_else(|| panic!("pull hung\n{}", pull.log_tail()));
-    assert!(status.success(), "pull failed: {status}\n{}", pull.log_tail());
+    assert!(
+        status.success(),
+        "pull failed: {status}\n{}",
+        pull.log_tail()
+    );
     pull.output()
 }
 
@@ -86,11 +90,17 @@ fn vanished_peer_is_reconnected_and_audio_resumes() {
     let reconnecting =
         line_with(&log, stalled, &["state=reconnecting"]).expect("reconnecting logged");
     line_with(&log, reconnecting, &["state=live"]).expect("live again after reconnecting");
-    assert!(log.contains("whep_connects=2") || log.contains("whep_connects=3"), "{log}");
+    assert!(
+        log.contains("whep_connects=2") || log.contains("whep_connects=3"),
+        "{log}"
+    );
     // Audio flows again after the reconnect (≈ 2 s + 3 s media timeout after start). Every
     // new session is dropped after 2 s again, so expect about one session's worth.
     let resumed = audio_after(&sink, started + Duration::from_secs(5));
-    assert!(resumed >= 1.0, "only {resumed:.2} s of audio after the reconnect\n{log}");
+    assert!(
+        resumed >= 1.0,
+        "only {resumed:.2} s of audio after the reconnect\n{log}"
+    );
     let (samples, metas) = decode_seed(&sink.messages());
     let first_late = metas
         .iter()
@@ -98,7 +108,10 @@ fn vanished_peer_is_reconnected_and_audio_resumes() {
         .expect("audio after the reconnect");
     let late = &samples[first_late.offset..(first_late.offset + 16_000).min(samples.len())];
     let f = dominant_frequencies(late, 16_000, 2);
-    assert!((f[0] - 440.0).abs() <= 2.0 && (f[1] - 660.0).abs() <= 2.0, "{f:?}");
+    assert!(
+        (f[0] - 440.0).abs() <= 2.0 && (f[1] - 660.0).abs() <= 2.0,
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -113,7 +126,10 @@ fn silent_publisher_is_stalled_then_reconnected() {
     let timeout = line_with(&log, stalled, &["no RTP for 3 s"]).expect("media timeout logged");
     line_with(&log, timeout, &["state=live"]).expect("live again on the new session");
     let resumed = audio_after(&sink, started + Duration::from_secs(5));
-    assert!(resumed >= 1.0, "only {resumed:.2} s after the reconnect\n{log}");
+    assert!(
+        resumed >= 1.0,
+        "only {resumed:.2} s after the reconnect\n{log}"
+    );
 }
 
 #[test]
@@ -129,12 +145,18 @@ fn lossy_reordering_network_keeps_the_timeline() {
     let (samples, metas) = decode_seed(&msgs);
     // Concealment fills every lost packet: audio duration still equals wall time.
     let full: Vec<_> = metas.iter().filter(|m| m.samples == 3_200).collect();
-    let wall = full[full.len() - 1].at.duration_since(full[0].at).as_secs_f64();
+    let wall = full[full.len() - 1]
+        .at
+        .duration_since(full[0].at)
+        .as_secs_f64();
     let audio = (full.len() - 1) as f64 * 0.2;
     let ratio = audio / wall;
     assert!((0.97..=1.03).contains(&ratio), "ratio {ratio:.4}\n{log}");
     let f = dominant_frequencies(&samples[8_000..], 16_000, 2);
-    assert!((f[0] - 440.0).abs() <= 2.0 && (f[1] - 660.0).abs() <= 2.0, "{f:?}");
+    assert!(
+        (f[0] - 440.0).abs() <= 2.0 && (f[1] - 660.0).abs() <= 2.0,
+        "{f:?}"
+    );
     // The final stats line reports losses (5 % of ~400 packets).
     let line = log
         .lines()

@@ -1,5 +1,5 @@
 //! Command line (clap): `pull` runs one stream in the foreground, `testsrc` a synthetic
-//! WHEP source.
+//! WHEP source, `sink` a WebSocket consumer that reports what arrives.
 
 mod pull;
 
@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::{init_logging, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "whep-bridge", version, about = "Pulls WebRTC (WHEP/SRS) audio, converts it to PCM and streams it over WebSocket")]
+#[command(
+    name = "whep-bridge",
+    version,
+    about = "Pulls WebRTC (WHEP/SRS) audio, converts it to PCM and streams it over WebSocket"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "WHEP_BRIDGE_LOG_FORMAT")]
@@ -25,6 +29,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Run a synthetic WHEP source sending Opus 48 kHz stereo tones (SRS-like behaviour on demand).
     Testsrc(crate::testsrc::TestSrcArgs),
+    /// Run a WebSocket consumer that logs how much audio each stream delivers.
+    Sink(crate::sink::SinkArgs),
 }
 
 /// Entry point of the binary.
@@ -36,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull::run(args),
         Command::Testsrc(args) => run_testsrc(args),
+        Command::Sink(args) => tokio_main(crate::sink::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,10 +54,14 @@ pub fn main() -> ExitCode {
 }
 
 fn run_testsrc(args: crate::testsrc::TestSrcArgs) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    tokio_main(async move { crate::testsrc::run(args).await.map_err(|e| e.to_string()) })
+}
+
+/// Runs a tool (testsrc, sink) on a multi-thread tokio runtime.
+fn tokio_main(fut: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(crate::testsrc::run(args))
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(fut)
 }

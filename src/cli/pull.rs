@@ -135,11 +135,19 @@ impl PullArgs {
             .validate()
             .map_err(|(field, msg)| format!("--{}: {msg}", kebab(field)))?;
         if !(self.ws.starts_with("ws://") || self.ws.starts_with("wss://")) {
-            return Err(format!("--ws must be a ws:// or wss:// URL, got {:?}", self.ws));
+            return Err(format!(
+                "--ws must be a ws:// or wss:// URL, got {:?}",
+                self.ws
+            ));
         }
-        for (flag, v) in [("--stall-after", self.stall_after), ("--media-timeout", self.media_timeout)] {
+        for (flag, v) in [
+            ("--stall-after", self.stall_after),
+            ("--media-timeout", self.media_timeout),
+        ] {
             if !(v > 0.0 && v.is_finite()) {
-                return Err(format!("{flag} must be a positive number of seconds, got {v}"));
+                return Err(format!(
+                    "{flag} must be a positive number of seconds, got {v}"
+                ));
             }
         }
         if self.media_timeout < self.stall_after {
@@ -223,8 +231,8 @@ pub fn run(args: PullArgs) -> Result<(), String> {
         let stm_id = spec.stm_id.clone();
         tracing::info!(stm_id = %stm_id, trace_id = %spec.trace_id, "starting pull");
         let (tx, mut rx) = oneshot::channel();
-        let supervisor = StreamSupervisor::new(spec, Arc::new(settings), tx, None)
-            .map_err(|e| e.to_string())?;
+        let supervisor =
+            StreamSupervisor::new(spec, Arc::new(settings), tx, None).map_err(|e| e.to_string())?;
         let stats = supervisor.stats();
         let addr = supervisor.start();
 

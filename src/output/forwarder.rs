@@ -106,7 +106,8 @@ impl WsForwarderActor {
         }
         self.failed = true;
         tracing::warn!(url = %redact(&self.cfg.url), %error, "consumer connection failed");
-        self.supervisor.do_send(ChainEvent::ForwarderFailed { error });
+        self.supervisor
+            .do_send(ChainEvent::ForwarderFailed { error });
         ctx.stop();
     }
 

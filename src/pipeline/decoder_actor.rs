@@ -65,9 +65,7 @@ impl DecoderActor {
         self.stats.lost.store(s.lost, Relaxed);
         self.stats.late.store(s.late + s.duplicates, Relaxed);
         self.stats.discontinuities.store(s.discontinuities, Relaxed);
-        self.stats
-            .concealed_ms
-            .store(s.concealed_ms, Relaxed);
+        self.stats.concealed_ms.store(s.concealed_ms, Relaxed);
     }
 
     fn forward(&self, samples: Vec<i16>, arrival: Option<Instant>) {

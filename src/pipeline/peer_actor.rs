@@ -196,7 +196,8 @@ impl Actor for WhepPeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let span = tracing::info_span!("whep_connect", stm_id = %self.spec.stm_id, session = self.session);
+        let span =
+            tracing::info_span!("whep_connect", stm_id = %self.spec.stm_id, session = self.session);
         let _enter = span.enter();
         establish(
             self.spec.clone(),

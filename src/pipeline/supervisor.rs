@@ -239,7 +239,10 @@ impl StreamSupervisor {
 
     fn maybe_finish(&mut self, ctx: &mut Context<Self>) {
         if self.peer_done && self.drained {
-            let error = self.last_error.take().filter(|_| self.state == StreamState::Failing);
+            let error = self
+                .last_error
+                .take()
+                .filter(|_| self.state == StreamState::Failing);
             self.finish(error, ctx);
         }
     }
