@@ -54,7 +54,10 @@ pub struct Tally {
 }
 
 fn fmt_of(v: &Value) -> (u32, u16) {
-    let rate = v.get("sampleRate").and_then(Value::as_u64).unwrap_or(16_000) as u32;
+    let rate = v
+        .get("sampleRate")
+        .and_then(Value::as_u64)
+        .unwrap_or(16_000) as u32;
     let ch = v.get("channels").and_then(Value::as_u64).unwrap_or(1) as u16;
     (rate.max(1), ch.max(1))
 }
@@ -178,7 +181,11 @@ mod tests {
         );
         t.binary(&c, 192_000, Instant::now());
         assert!((t.streams["b"].seconds - 1.0).abs() < 1e-9);
-        t.text(&mut c, r#"{"event":"stop","reason":"stopped"}"#, Instant::now());
+        t.text(
+            &mut c,
+            r#"{"event":"stop","reason":"stopped"}"#,
+            Instant::now(),
+        );
         t.binary(&c, 10, Instant::now());
         assert_eq!(t.malformed, 2);
         t.text(&mut c, "not json", Instant::now());
