@@ -102,9 +102,28 @@ fn seed_pull_delivers_continuous_tones_at_real_time_pace() {
         "pull-seed",
         &whep,
         &sink.url("/asr"),
-        &["--stm-id", "room-1", "--trace-id", trace, "--duration", "7"],
+        &[
+            "--stm-id",
+            "room-1",
+            "--trace-id",
+            trace,
+            "--duration",
+            "7",
+            "--ws-header",
+            "Authorization: Bearer consumer-secret",
+        ],
     );
     wait_success(&mut pull, Duration::from_secs(30));
+    let conns = sink.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(
+        conns[0].header("authorization"),
+        Some("Bearer consumer-secret")
+    );
+    assert!(
+        !pull.output().contains("consumer-secret"),
+        "a handshake secret reached the logs"
+    );
 
     let msgs: Vec<WsMessage> = sink.messages();
     let (samples, metas) = decode_seed(&msgs); // asserts exactly four fields per message
@@ -233,6 +252,48 @@ fn binary_envelope_sends_start_pcm_stop() {
     assert_eq!(stop["event"], "stop");
     assert!(stop_idx > 0 && msgs[1..stop_idx].iter().all(|m| m.binary().is_some()));
     check_tones("binary", &samples, &times, [389.0, 877.0]);
+}
+
+#[test]
+fn resampled_44k_stereo_keeps_both_channels_and_the_pace() {
+    // 44.1 kHz is not a native Opus rate: decode at 48 kHz stereo, rubato to 44.1 kHz.
+    let sink = WsSink::start();
+    let (_src, base) = start_testsrc();
+    let whep = format!("{base}/whep/hifi?freq=431&freq_r=1117");
+    let mut pull = start_pull(
+        "pull-44k",
+        &whep,
+        &sink.url("/hifi"),
+        &[
+            "--sample-rate",
+            "44100",
+            "--channels",
+            "2",
+            "--chunk-ms",
+            "100",
+            "--duration",
+            "6",
+        ],
+    );
+    wait_success(&mut pull, Duration::from_secs(30));
+    let msgs = sink.messages();
+    let (pcm, metas) = decode_seed(&msgs);
+    let chunk = 4_410 * 2; // 100 ms of 44.1 kHz stereo, interleaved samples
+    let full: Vec<_> = metas.iter().filter(|m| m.samples == chunk).collect();
+    assert!(full.len() >= 45, "{} full chunks", full.len());
+    let wall = full[full.len() - 1]
+        .at
+        .duration_since(full[0].at)
+        .as_secs_f64();
+    let ratio = (full.len() - 1) as f64 * 0.1 / wall;
+    assert!((0.97..=1.03).contains(&ratio), "pace ratio {ratio:.4}");
+    let (left, right) = common::audio::deinterleave(&pcm[44_100..]);
+    let fl = dominant_frequencies(&left, 44_100, 1);
+    let fr = dominant_frequencies(&right, 44_100, 1);
+    assert!((fl[0] - 431.0).abs() <= 2.0, "left {fl:?}");
+    assert!((fr[0] - 1117.0).abs() <= 2.0, "right {fr:?}");
+    let report = common::continuity::continuity_report(&left, 44_100, &[431.0]);
+    assert!(report.is_continuous(), "left channel: {report}");
 }
 
 #[test]

@@ -82,6 +82,8 @@ fn pull_from_aiortc_whep_source_for_10_seconds() {
         &ContinuityConfig::after_warmup(),
     );
     assert!(report.is_continuous(), "not continuous: {report}");
+    // 11 s on one connection: the 10 s keepalive ping was sent.
+    assert!(sink.connections()[0].pings >= 1, "no WebSocket ping");
     // The clean stop sent DELETE to the source.
     let src_log = server.child.output();
     assert!(
