@@ -10,28 +10,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::audio::{decode_seed, decode_seed_by_stream, s16le_to_i16};
-use common::net::{free_port, wait_http_ok};
+use common::net::free_port;
 use common::process::{bin_path, ChildGuard};
 use common::spectrum::dominant_frequencies;
+use common::testsrc::start_testsrc;
 use common::ws_sink::{WsMessage, WsSink};
 
 const RATE: u32 = 16_000;
 const CHUNK_SAMPLES: usize = 3_200; // 200 ms at 16 kHz mono
 /// Audio skipped at the start before frequency/continuity checks (decoder warm-up).
 const WARMUP: usize = RATE as usize / 2;
-
-fn start_testsrc() -> (ChildGuard, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let guard = ChildGuard::spawn(
-        "testsrc",
-        Command::new(bin_path()).args(["testsrc", "--listen", &listen]),
-    )
-    .expect("spawn testsrc");
-    wait_http_ok(&format!("http://{listen}/healthz"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("testsrc not ready: {e}\n{}", guard.log_tail()));
-    (guard, format!("http://{listen}"))
-}
 
 fn start_pull(name: &str, whep: &str, ws: &str, extra: &[&str]) -> ChildGuard {
     let mut cmd = Command::new(bin_path());
@@ -95,7 +83,7 @@ fn full_chunk_times(msgs: &[WsMessage]) -> Vec<std::time::Instant> {
 #[test]
 fn seed_pull_delivers_continuous_tones_at_real_time_pace() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let whep = format!("{base}/whep/seed?freq=437&freq_r=1013");
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let mut pull = start_pull(
@@ -147,7 +135,7 @@ fn seed_pull_delivers_continuous_tones_at_real_time_pace() {
 #[test]
 fn extended_envelope_has_continuous_seq_and_pts() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let whep = format!("{base}/rtc/v1/whep/?app=live&stream=ext&freq=523&freq_r=1297");
     let mut pull = start_pull(
         "pull-ext",
@@ -211,7 +199,7 @@ fn extended_envelope_has_continuous_seq_and_pts() {
 #[test]
 fn binary_envelope_sends_start_pcm_stop() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let whep = format!("{base}/whep/bin?freq=389&freq_r=877");
     let mut pull = start_pull(
         "pull-bin",
@@ -258,7 +246,7 @@ fn binary_envelope_sends_start_pcm_stop() {
 fn resampled_44k_stereo_keeps_both_channels_and_the_pace() {
     // 44.1 kHz is not a native Opus rate: decode at 48 kHz stereo, rubato to 44.1 kHz.
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let whep = format!("{base}/whep/hifi?freq=431&freq_r=1117");
     let mut pull = start_pull(
         "pull-44k",
@@ -299,7 +287,7 @@ fn resampled_44k_stereo_keeps_both_channels_and_the_pace() {
 #[test]
 fn three_concurrent_pulls_each_get_their_own_stream() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let tones = [[440.0, 660.0], [353.0, 1181.0], [607.0, 947.0]];
     let mut pulls: Vec<ChildGuard> = tones
         .iter()
@@ -333,7 +321,7 @@ fn three_concurrent_pulls_each_get_their_own_stream() {
 
 #[test]
 fn consumer_refusing_connection_fails_clearly() {
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let dead = format!("ws://127.0.0.1:{}/nobody", free_port());
     let mut pull = start_pull(
         "pull-noconsumer",
@@ -352,7 +340,7 @@ fn consumer_refusing_connection_fails_clearly() {
 #[test]
 fn unknown_whep_stream_fails_with_the_status() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let mut pull = start_pull(
         "pull-404",
         &format!("{base}/nope/what"),
@@ -365,4 +353,29 @@ fn unknown_whep_stream_fails_with_the_status() {
     assert!(!status.success());
     let log = pull.output();
     assert!(log.contains("404"), "unclear error:\n{log}");
+}
+
+#[test]
+fn srs_style_error_as_closed_connection_is_reported_after_retries() {
+    // SRS answers errors by closing the connection without any HTTP response.
+    let sink = WsSink::start();
+    let (_src, base) = start_testsrc(&["--srs-errors", "--streams", "known"]);
+    let started = std::time::Instant::now();
+    let mut pull = start_pull(
+        "pull-srs-error",
+        &format!("{base}/rtc/v1/whep/?app=live&stream=unknown"),
+        &sink.url("/"),
+        &["--max-failures", "2", "--duration", "30"],
+    );
+    let status = pull
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("pull hung\n{}", pull.log_tail()));
+    assert!(!status.success());
+    let log = pull.output();
+    assert!(
+        log.contains("without an HTTP response") && log.contains("2 consecutive failures"),
+        "unclear error:\n{log}"
+    );
+    assert!(log.contains("state=reconnecting"), "no retry:\n{log}");
+    assert!(started.elapsed() < Duration::from_secs(20));
 }

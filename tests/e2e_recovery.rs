@@ -8,24 +8,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::audio::decode_seed;
-use common::net::{free_port, wait_http_ok};
 use common::process::{bin_path, ChildGuard};
 use common::spectrum::dominant_frequencies;
+use common::testsrc::start_testsrc;
 use common::ws_sink::WsSink;
 
 const RATE: f64 = 16_000.0;
-
-fn start_testsrc() -> (ChildGuard, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let guard = ChildGuard::spawn(
-        "testsrc",
-        Command::new(bin_path()).args(["testsrc", "--listen", &listen]),
-    )
-    .expect("spawn testsrc");
-    wait_http_ok(&format!("http://{listen}/healthz"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("testsrc not ready: {e}\n{}", guard.log_tail()));
-    (guard, format!("http://{listen}"))
-}
 
 /// Runs `pull` for `secs` with short media timeouts and returns its log.
 fn pull_for(whep: &str, sink: &WsSink, secs: u32) -> String {
@@ -81,7 +69,7 @@ fn audio_after(sink: &WsSink, t: Instant) -> f64 {
 #[test]
 fn vanished_peer_is_reconnected_and_audio_resumes() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let started = Instant::now();
     // The source drops its session after 2 s without any signal (no BYE, no DELETE).
     let log = pull_for(&format!("{base}/whep/drop?drop_after=2"), &sink, 11);
@@ -117,7 +105,7 @@ fn vanished_peer_is_reconnected_and_audio_resumes() {
 #[test]
 fn silent_publisher_is_stalled_then_reconnected() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let started = Instant::now();
     // SRS behaviour when the publisher leaves: RTP stops, the session stays up.
     let log = pull_for(&format!("{base}/whep/quiet?silence_after=2"), &sink, 10);
@@ -135,7 +123,7 @@ fn silent_publisher_is_stalled_then_reconnected() {
 #[test]
 fn lossy_reordering_network_keeps_the_timeline() {
     let sink = WsSink::start();
-    let (_src, base) = start_testsrc();
+    let (_src, base) = start_testsrc(&[]);
     let log = pull_for(
         &format!("{base}/whep/lossy?loss=5&reorder=10&fec=10"),
         &sink,

@@ -6,6 +6,7 @@
 //! - [`interop`]: start the independent aiortc WHEP source (`tests/interop/aiortc_whep.py`).
 //! - [`ws_sink`]: `WsSink`, a recording WebSocket consumer that can drop/refuse connections.
 //! - [`audio`]: seed-envelope decoding (strict SPEC §4.1 check) and PCM utilities.
+//! - [`testsrc`]: start `whep-bridge testsrc` as a process.
 //! - [`tone`]: reference tones and a real Opus round trip (the product's exact path).
 //! - [`spectrum`]: `dominant_frequencies` (sub-0.1 Hz accurate) and `tone_amplitude`.
 //! - [`continuity`]: `continuity_report`, sample-accurate gap/slip/glitch detection.
@@ -20,6 +21,7 @@ pub mod interop;
 pub mod net;
 pub mod process;
 pub mod spectrum;
+pub mod testsrc;
 pub mod tone;
 pub mod ws_sink;
 
