@@ -379,3 +379,42 @@ fn srs_style_error_as_closed_connection_is_reported_after_retries() {
     assert!(log.contains("state=reconnecting"), "no retry:\n{log}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[test]
+fn sigterm_stops_cleanly_with_delete_and_close() {
+    let sink = WsSink::start();
+    let (_src, base) = start_testsrc(&[]);
+    let stats_url = format!("{base}/stats");
+    let mut pull = start_pull("pull-term", &format!("{base}/whep/t"), &sink.url("/t"), &[]);
+    assert!(
+        sink.wait_until(Duration::from_secs(15), |m| m.len() >= 5),
+        "no audio\n{}",
+        pull.log_tail()
+    );
+    let live: serde_json::Value = serde_json::from_str(
+        &common::net::http_get(&stats_url, Duration::from_secs(5))
+            .expect("stats")
+            .body_text(),
+    )
+    .expect("stats json");
+    assert_eq!(live["sessions"].as_array().map(Vec::len), Some(1));
+
+    let status = pull
+        .terminate(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("pull ignored SIGTERM\n{}", pull.log_tail()));
+    assert!(status.success(), "exit {status}\n{}", pull.log_tail());
+    // WHEP DELETE reached the source: its session is gone.
+    let after: serde_json::Value = serde_json::from_str(
+        &common::net::http_get(&stats_url, Duration::from_secs(5))
+            .expect("stats")
+            .body_text(),
+    )
+    .expect("stats json");
+    assert_eq!(
+        after["sessions"].as_array().map(Vec::len),
+        Some(0),
+        "{after}"
+    );
+    // The WebSocket got a close frame.
+    assert!(sink.messages().iter().any(|m| m.is_close()));
+}
