@@ -143,6 +143,9 @@ pub struct RtcConfig {
     pub udp_port_range: Option<(u16, u16)>,
     /// Also gather IPv6 candidates (default: UDP over IPv4 only, cheaper).
     pub ipv6: bool,
+    /// When answering: behave like SRS, an ICE-lite agent with `setup:passive` (DTLS
+    /// server). Only the synthetic source answers; the client always offers full ICE.
+    pub srs_like_answer: bool,
 }
 
 impl Default for RtcConfig {
@@ -153,6 +156,7 @@ impl Default for RtcConfig {
             allowed_ips: Vec::new(),
             udp_port_range: None,
             ipv6: false,
+            srs_like_answer: false,
         }
     }
 }

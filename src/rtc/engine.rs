@@ -10,6 +10,7 @@ use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
 use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use webrtc::dtls_transport::dtls_role::DTLSRole;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
 use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
@@ -83,6 +84,12 @@ pub fn build_api(cfg: &RtcConfig) -> Result<API, RtcError> {
     if !cfg.allowed_ips.is_empty() {
         let allowed: Vec<IpAddr> = cfg.allowed_ips.clone();
         settings.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
+    }
+    if cfg.srs_like_answer {
+        settings.set_lite(true);
+        settings
+            .set_answering_dtls_role(DTLSRole::Server)
+            .step("answer as DTLS server")?;
     }
     if let Some((min, max)) = cfg.udp_port_range {
         let udp = EphemeralUDP::new(min, max).map_err(|e| RtcError {

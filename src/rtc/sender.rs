@@ -26,6 +26,14 @@ use super::engine::{opus_capability, peer_configuration, RtcContext, RtcError};
 pub use super::receiver::TransportState;
 use crate::config::RtcConfig;
 
+/// What [`SendSession::negotiate`] hands back besides the connection itself.
+struct Negotiated {
+    track: Arc<TrackLocalStaticRTP>,
+    state_tx: watch::Sender<TransportState>,
+    state: watch::Receiver<TransportState>,
+    sdp: String,
+}
+
 /// One sendonly audio peer connection, created from a remote offer.
 pub struct SendSession {
     pc: Arc<RTCPeerConnection>,
@@ -41,7 +49,9 @@ impl SendSession {
     ///
     /// The Opus payload type of the answer is the one the offer uses (webrtc-rs negotiates the
     /// remote payload type). The SSRC is chosen by webrtc-rs once per session and stays fixed,
-    /// like SRS keeps it across a republish. Returns the session and the complete answer SDP.
+    /// like SRS keeps it across a republish. `cfg` supplies the ICE servers; the transport
+    /// settings (IPs, ports, loopback) are those `api` was built with (`build_api(cfg)`).
+    /// Returns the session and the complete answer SDP.
     pub async fn answer(
         api: &API,
         cfg: &RtcConfig,
@@ -55,14 +65,14 @@ impl SendSession {
                 .step("create peer connection")?,
         );
         match Self::negotiate(&pc, offer, gather_timeout).await {
-            Ok((track, state_tx, state, sdp)) => Ok((
+            Ok(n) => Ok((
                 Self {
                     pc,
-                    track,
-                    state_tx,
-                    state,
+                    track: n.track,
+                    state_tx: n.state_tx,
+                    state: n.state,
                 },
-                sdp,
+                n.sdp,
             )),
             Err(e) => {
                 // A half-built connection still owns sockets and tasks: release them.
@@ -74,20 +84,11 @@ impl SendSession {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn negotiate(
         pc: &Arc<RTCPeerConnection>,
         offer: RTCSessionDescription,
         gather_timeout: Duration,
-    ) -> Result<
-        (
-            Arc<TrackLocalStaticRTP>,
-            watch::Sender<TransportState>,
-            watch::Receiver<TransportState>,
-            String,
-        ),
-        RtcError,
-    > {
+    ) -> Result<Negotiated, RtcError> {
         let (state_tx, state_rx) = watch::channel(TransportState::Connecting);
         let cb_tx = state_tx.clone();
         pc.on_peer_connection_state_change(Box::new(move |s| {
@@ -140,7 +141,12 @@ impl SendSession {
                 })
             }
         };
-        Ok((track, state_tx, state_rx, sdp))
+        Ok(Negotiated {
+            track,
+            state_tx,
+            state: state_rx,
+            sdp,
+        })
     }
 
     /// Sends one Opus payload as an RTP packet with the given sequence number and timestamp.

@@ -119,6 +119,11 @@ pub struct TestSrcArgs {
     #[arg(long = "srs-errors")]
     pub srs_errors: bool,
 
+    /// Answer as a full ICE agent with `setup:active` (webrtc-rs default) instead of the
+    /// SRS-like ICE-lite, `setup:passive` answer.
+    #[arg(long = "full-ice")]
+    pub full_ice: bool,
+
     /// Answer POST /whep/{name} with an SRS-like Location
     /// (/rtc/v1/whip/?action=delete&token=..) too; the SRS endpoint always does.
     #[arg(long = "srs-location")]
@@ -225,6 +230,7 @@ impl TestSrcArgs {
             },
             udp_port_range: self.udp_ports.map(|r| (r.min, r.max)),
             ipv6: self.rtc_ips.iter().any(|ip| ip.is_ipv6()),
+            srs_like_answer: !self.full_ice,
             ..RtcConfig::default()
         }
     }

@@ -158,7 +158,11 @@ pub fn check_answer(sdp: &str) -> Result<AnswerInfo, WhepError> {
     };
 
     Ok(AnswerInfo {
-        ice_lite: session.contains(&"ice-lite") || audio.has("ice-lite"),
+        // `a=ice-lite` is a flag; some stacks (webrtc-rs) write it as `a=ice-lite:ice-lite`.
+        ice_lite: session
+            .iter()
+            .chain(audio.attributes.iter())
+            .any(|a| *a == "ice-lite" || a.starts_with("ice-lite:")),
         candidates,
         setup: audio
             .value("setup")
@@ -331,6 +335,12 @@ a=candidate:0 1 udp 2130706431 127.0.0.1 8000 typ host generation 0\r\n";
         let info = check_answer(&sdp).unwrap();
         assert_eq!(info.opus_payload_type, 96);
         assert!(!info.ice_lite);
+    }
+
+    #[test]
+    fn ice_lite_with_a_value_is_still_ice_lite() {
+        let sdp = SRS_ANSWER.replace("a=ice-lite\r\n", "a=ice-lite:ice-lite\r\n");
+        assert!(check_answer(&sdp).unwrap().ice_lite);
     }
 
     #[test]
