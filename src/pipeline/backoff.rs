@@ -55,9 +55,116 @@ impl Backoff {
     }
 }
 
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Try again after `delay`; `attempt` counts consecutive failures (1 = first).
+    Retry { delay: Duration, attempt: u32 },
+    /// Stop: the error cannot be fixed by retrying, or the failure budget is spent.
+    GiveUp { failures: u32 },
+}
+
+/// Retry decisions for one stream: [`Backoff`] plus an optional failure budget.
+///
+/// A node (budget `None`) never gives up: a stream that cannot work keeps retrying at the
+/// capped delay and shows `failing`. `pull` has a budget so a wrong URL exits with the error.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    backoff: Backoff,
+    max_failures: Option<u32>,
+}
+
+impl RetryPolicy {
+    pub fn new(backoff: Backoff, max_failures: Option<u32>) -> Self {
+        Self {
+            backoff,
+            max_failures,
+        }
+    }
+
+    /// A failure; `unit` in `[0, 1)` is the jitter draw.
+    pub fn on_failure_with(&mut self, retryable: bool, unit: f64) -> Decision {
+        let failures = self.backoff.attempts() + 1;
+        if let Some(max) = self.max_failures {
+            if !retryable || failures >= max {
+                return Decision::GiveUp { failures };
+            }
+        }
+        Decision::Retry {
+            delay: self.backoff.next_delay_with(unit),
+            attempt: failures,
+        }
+    }
+
+    /// A failure, with a random jitter.
+    pub fn on_failure(&mut self, retryable: bool) -> Decision {
+        self.on_failure_with(retryable, rand::random::<f64>())
+    }
+
+    /// The stream went live: the budget and the delay start over.
+    pub fn on_success(&mut self) {
+        self.backoff.reset();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(max: Option<u32>) -> RetryPolicy {
+        RetryPolicy::new(
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+            max,
+        )
+    }
+
+    #[test]
+    fn budget_is_spent_by_consecutive_failures_only() {
+        let mut p = policy(Some(3));
+        assert!(matches!(
+            p.on_failure_with(true, 1.0),
+            Decision::Retry { attempt: 1, .. }
+        ));
+        assert!(matches!(
+            p.on_failure_with(true, 1.0),
+            Decision::Retry { attempt: 2, .. }
+        ));
+        p.on_success();
+        assert!(matches!(
+            p.on_failure_with(true, 1.0),
+            Decision::Retry { attempt: 1, .. }
+        ));
+        assert!(matches!(
+            p.on_failure_with(true, 1.0),
+            Decision::Retry { attempt: 2, .. }
+        ));
+        assert_eq!(
+            p.on_failure_with(true, 1.0),
+            Decision::GiveUp { failures: 3 }
+        );
+    }
+
+    #[test]
+    fn permanent_errors_give_up_at_once_with_a_budget_but_not_without() {
+        assert_eq!(
+            policy(Some(5)).on_failure_with(false, 1.0),
+            Decision::GiveUp { failures: 1 }
+        );
+        let mut node = policy(None);
+        for _ in 0..50 {
+            assert!(matches!(
+                node.on_failure_with(false, 1.0),
+                Decision::Retry { .. }
+            ));
+        }
+        assert_eq!(
+            node.on_failure_with(false, 1.0),
+            Decision::Retry {
+                delay: Duration::from_secs(1),
+                attempt: 51
+            }
+        );
+    }
 
     #[test]
     fn grows_exponentially_then_caps() {

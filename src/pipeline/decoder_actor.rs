@@ -2,8 +2,9 @@
 //! concealment, Opus decode) and owns the media watchdog, since it is the stage that sees
 //! every packet.
 //!
-//! The watchdog is one 1 s tick per stream: no per-packet timers. It tells the supervisor
-//! when RTP stops (SRS sends silence, not BYE, when a publisher leaves).
+//! The watchdog ([`MediaWatchdog`]) is ticked once a second per stream: no per-packet
+//! timers. It tells the supervisor when RTP stops (SRS sends silence, not BYE, when a
+//! publisher leaves).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::decoder::DecoderCore;
 use super::messages::{ChainEvent, Drain, Pcm, RtpIn, SessionStarted};
 use super::resampler_actor::ResamplerActor;
 use super::stats::StreamStats;
+use super::watchdog::{MediaEvent, MediaWatchdog};
 
 const WATCHDOG_TICK: Duration = Duration::from_secs(1);
 
@@ -23,13 +25,7 @@ pub struct DecoderActor {
     next: Addr<ResamplerActor>,
     supervisor: Recipient<ChainEvent>,
     stats: Arc<StreamStats>,
-    /// Last packet (or session start): the media timeouts count from here.
-    last_rtp: Instant,
-    flowing: bool,
-    stalled_reported: bool,
-    timeout_reported: bool,
-    stall_after: Duration,
-    reconnect_after: Duration,
+    watchdog: MediaWatchdog,
     /// Frames per packet at the decode rate, to size output buffers without regrowth.
     frame_hint: usize,
 }
@@ -49,12 +45,7 @@ impl DecoderActor {
             next,
             supervisor,
             stats,
-            last_rtp: Instant::now(),
-            flowing: false,
-            stalled_reported: false,
-            timeout_reported: false,
-            stall_after,
-            reconnect_after,
+            watchdog: MediaWatchdog::new(stall_after, reconnect_after, Instant::now()),
             frame_hint,
         }
     }
@@ -81,18 +72,17 @@ impl DecoderActor {
         self.publish_stats();
     }
 
-    fn watchdog(&mut self) {
-        let idle = self.last_rtp.elapsed();
-        if idle >= self.reconnect_after && !self.timeout_reported {
-            self.timeout_reported = true;
-            self.supervisor.do_send(ChainEvent::MediaTimeout);
-        } else if idle >= self.stall_after && !self.stalled_reported {
-            self.stalled_reported = true;
-            self.flowing = false;
-            // What the reorder buffer holds will not be completed now.
-            self.flush();
-            self.supervisor.do_send(ChainEvent::MediaStalled);
-        }
+    fn report(&mut self, event: MediaEvent) {
+        let event = match event {
+            MediaEvent::Flowing => ChainEvent::MediaFlowing,
+            MediaEvent::Stalled => {
+                // What the reorder buffer holds will not be completed now.
+                self.flush();
+                ChainEvent::MediaStalled
+            }
+            MediaEvent::TimedOut => ChainEvent::MediaTimeout,
+        };
+        self.supervisor.do_send(event);
     }
 }
 
@@ -100,7 +90,11 @@ impl Actor for DecoderActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(WATCHDOG_TICK, |act, _| act.watchdog());
+        ctx.run_interval(WATCHDOG_TICK, |act, _| {
+            if let Some(event) = act.watchdog.tick(Instant::now()) {
+                act.report(event);
+            }
+        });
     }
 }
 
@@ -109,16 +103,12 @@ impl Handler<RtpIn> for DecoderActor {
 
     fn handle(&mut self, RtpIn(pkt): RtpIn, _: &mut Self::Context) {
         let arrival = pkt.arrival;
-        self.last_rtp = arrival;
         let mut out = Vec::with_capacity(self.frame_hint);
         self.core.push(pkt, &mut out);
         self.forward(out, Some(arrival));
         self.publish_stats();
-        if !self.flowing {
-            self.flowing = true;
-            self.stalled_reported = false;
-            self.timeout_reported = false;
-            self.supervisor.do_send(ChainEvent::MediaFlowing);
+        if let Some(event) = self.watchdog.packet(arrival) {
+            self.report(event);
         }
     }
 }
@@ -128,10 +118,7 @@ impl Handler<SessionStarted> for DecoderActor {
 
     fn handle(&mut self, _: SessionStarted, _: &mut Self::Context) {
         self.flush();
-        self.last_rtp = Instant::now();
-        self.flowing = false;
-        self.stalled_reported = false;
-        self.timeout_reported = false;
+        self.watchdog.restart(Instant::now());
     }
 }
 

@@ -1,6 +1,7 @@
 //! The per-stream chain (SPEC §2): WhepPeerActor → DecoderActor → ResamplerActor →
 //! WsForwarderActor, under one StreamSupervisor. Actor files handle messages and lifecycle
-//! only; the logic lives in the plain cores (`reorder`, `decoder`, `resampler`, `backoff`).
+//! only; the logic lives in the plain cores (`reorder`, `decoder`, `resampler`, `backoff`,
+//! `watchdog`).
 
 pub mod backoff;
 pub mod decoder;
@@ -13,3 +14,4 @@ pub mod resampler;
 pub mod resampler_actor;
 pub mod stats;
 pub mod supervisor;
+pub mod watchdog;

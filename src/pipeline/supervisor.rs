@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, Decision, RetryPolicy};
 use super::decoder::{native_decode_format, DecoderConfig, DecoderCore};
 use super::decoder_actor::DecoderActor;
 use super::messages::{ChainEvent, Drain, SessionStarted, StreamState, Teardown};
@@ -65,7 +65,7 @@ pub struct StreamSupervisor {
     decoder: Option<Addr<DecoderActor>>,
     peer: Option<Addr<WhepPeerActor>>,
     session: u64,
-    backoff: Backoff,
+    retry: RetryPolicy,
     stopping: bool,
     peer_done: bool,
     drained: bool,
@@ -106,7 +106,10 @@ impl StreamSupervisor {
             "pipeline built"
         );
         Ok(Self {
-            backoff: Backoff::new(settings.backoff_base, settings.backoff_max),
+            retry: RetryPolicy::new(
+                Backoff::new(settings.backoff_base, settings.backoff_max),
+                settings.max_consecutive_failures,
+            ),
             spec: Arc::new(spec),
             settings,
             stats: Arc::new(StreamStats::default()),
@@ -174,9 +177,9 @@ impl StreamSupervisor {
         if let Some(peer) = self.peer.take() {
             peer.do_send(Teardown);
         }
-        let failures = self.backoff.attempts() + 1;
-        if let Some(max) = self.settings.max_consecutive_failures {
-            if !retryable || failures >= max {
+        let (delay, attempt) = match self.retry.on_failure(retryable) {
+            Decision::Retry { delay, attempt } => (delay, attempt),
+            Decision::GiveUp { failures } => {
                 let why = if retryable {
                     format!("{error} (gave up after {failures} consecutive failures)")
                 } else {
@@ -185,8 +188,7 @@ impl StreamSupervisor {
                 self.finish(Some(why), ctx);
                 return;
             }
-        }
-        let delay = self.backoff.next_delay();
+        };
         self.set_state(if retryable {
             StreamState::Reconnecting
         } else {
@@ -195,7 +197,7 @@ impl StreamSupervisor {
         self.stats
             .reconnects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(stm_id = %self.spec.stm_id, ?delay, attempt = failures, "reconnecting WHEP");
+        tracing::info!(stm_id = %self.spec.stm_id, ?delay, attempt, "reconnecting WHEP");
         ctx.run_later(delay, |act, ctx| {
             if !act.stopping {
                 act.start_peer(ctx);
@@ -325,7 +327,7 @@ impl Handler<ChainEvent> for StreamSupervisor {
                 // A session we already replaced: ignore.
             }
             ChainEvent::MediaFlowing if !self.stopping => {
-                self.backoff.reset();
+                self.retry.on_success();
                 self.last_error = None;
                 self.set_state(StreamState::Live);
             }

@@ -38,11 +38,6 @@ impl Section<'_> {
         attribute_value(&self.attributes, name)
     }
 
-    /// Whether a flag attribute (`a=<name>`) is present.
-    fn has(&self, name: &str) -> bool {
-        self.attributes.contains(&name)
-    }
-
     /// The payload type mapped to `opus/48000` that is also listed on the m-line.
     fn opus_payload_type(&self) -> Option<u8> {
         self.attributes.iter().find_map(|a| {
