@@ -39,6 +39,19 @@ fn wait_success(pull: &mut ChildGuard, within: Duration) {
     }
 }
 
+/// Waits for `pull` to exit with a failure and returns its log.
+fn wait_failure(pull: &mut ChildGuard, within: Duration) -> String {
+    let status = pull
+        .wait_exit(within)
+        .unwrap_or_else(|| panic!("pull hung\n{}", pull.log_tail()));
+    assert!(
+        !status.success(),
+        "pull should have failed\n{}",
+        pull.log_tail()
+    );
+    pull.output()
+}
+
 /// Checks a mono 16 kHz recording of two tones: pacing, frequencies, continuity.
 fn check_tones(label: &str, samples: &[i16], chunk_times: &[std::time::Instant], tones: [f64; 2]) {
     // Pacing: full chunks received vs the wall time between the first and the last one.
@@ -329,11 +342,7 @@ fn consumer_refusing_connection_fails_clearly() {
         &dead,
         &["--duration", "20"],
     );
-    let status = pull
-        .wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("pull hung\n{}", pull.log_tail()));
-    assert!(!status.success());
-    let log = pull.output();
+    let log = wait_failure(&mut pull, Duration::from_secs(20));
     assert!(log.contains("WebSocket connect"), "unclear error:\n{log}");
 }
 
@@ -347,11 +356,7 @@ fn unknown_whep_stream_fails_with_the_status() {
         &sink.url("/"),
         &["--duration", "20"],
     );
-    let status = pull
-        .wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("pull hung\n{}", pull.log_tail()));
-    assert!(!status.success());
-    let log = pull.output();
+    let log = wait_failure(&mut pull, Duration::from_secs(20));
     assert!(log.contains("404"), "unclear error:\n{log}");
 }
 
@@ -367,11 +372,7 @@ fn srs_style_error_as_closed_connection_is_reported_after_retries() {
         &sink.url("/"),
         &["--max-failures", "2", "--duration", "30"],
     );
-    let status = pull
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("pull hung\n{}", pull.log_tail()));
-    assert!(!status.success());
-    let log = pull.output();
+    let log = wait_failure(&mut pull, Duration::from_secs(30));
     assert!(
         log.contains("without an HTTP response") && log.contains("2 consecutive failures"),
         "unclear error:\n{log}"

@@ -120,3 +120,33 @@ pub fn peer_configuration(ice_servers: &[IceServer]) -> RTCConfiguration {
         ..Default::default()
     }
 }
+
+/// Sets the local description and waits (at most `gather_timeout`) for ICE gathering, then
+/// returns the complete SDP. WHEP servers such as SRS take no trickled candidates, so the
+/// description must carry them all; on timeout what was gathered so far is used.
+pub(crate) async fn set_local_and_gather(
+    pc: &webrtc::peer_connection::RTCPeerConnection,
+    desc: webrtc::peer_connection::sdp::session_description::RTCSessionDescription,
+    gather_timeout: std::time::Duration,
+) -> Result<String, RtcError> {
+    let mut gathered = pc.gathering_complete_promise().await;
+    pc.set_local_description(desc)
+        .await
+        .step("set local description")?;
+    if tokio::time::timeout(gather_timeout, gathered.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?gather_timeout,
+            "ICE gathering did not complete in time; using the candidates gathered so far"
+        );
+    }
+    match pc.local_description().await {
+        Some(d) => Ok(d.sdp),
+        None => Err(RtcError {
+            step: "read local description",
+            source: webrtc::Error::ErrNoRemoteDescription,
+        }),
+    }
+}

@@ -18,7 +18,7 @@ use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 
-use super::engine::{peer_configuration, RtcContext, RtcError};
+use super::engine::{peer_configuration, set_local_and_gather, RtcContext, RtcError};
 use crate::config::IceServer;
 use crate::pipeline::packet::RtpPacket;
 
@@ -114,28 +114,7 @@ impl ReceiveSession {
         .step("add audio transceiver")?;
 
         let offer = pc.create_offer(None).await.step("create offer")?;
-        let mut gathered = pc.gathering_complete_promise().await;
-        pc.set_local_description(offer)
-            .await
-            .step("set local description")?;
-        if tokio::time::timeout(gather_timeout, gathered.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?gather_timeout,
-                "ICE gathering did not complete in time; offering the candidates gathered so far"
-            );
-        }
-        let sdp = match pc.local_description().await {
-            Some(d) => d.sdp,
-            None => {
-                return Err(RtcError {
-                    step: "read local description",
-                    source: webrtc::Error::ErrNoRemoteDescription,
-                })
-            }
-        };
+        let sdp = set_local_and_gather(&pc, offer, gather_timeout).await?;
         Ok((
             Self {
                 pc,

@@ -22,7 +22,9 @@ use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 
-use super::engine::{opus_capability, peer_configuration, RtcContext, RtcError};
+use super::engine::{
+    opus_capability, peer_configuration, set_local_and_gather, RtcContext, RtcError,
+};
 pub use super::receiver::TransportState;
 use crate::config::RtcConfig;
 
@@ -119,28 +121,7 @@ impl SendSession {
             .await
             .step("set remote description")?;
         let answer = pc.create_answer(None).await.step("create answer")?;
-        let mut gathered = pc.gathering_complete_promise().await;
-        pc.set_local_description(answer)
-            .await
-            .step("set local description")?;
-        if tokio::time::timeout(gather_timeout, gathered.recv())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?gather_timeout,
-                "ICE gathering did not complete in time; answering with the candidates gathered so far"
-            );
-        }
-        let sdp = match pc.local_description().await {
-            Some(d) => d.sdp,
-            None => {
-                return Err(RtcError {
-                    step: "read local description",
-                    source: webrtc::Error::ErrNoRemoteDescription,
-                })
-            }
-        };
+        let sdp = set_local_and_gather(pc, answer, gather_timeout).await?;
         Ok(Negotiated {
             track,
             state_tx,
