@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tracing::Instrument;
 use url::Url;
 
 use super::decoder_actor::DecoderActor;
@@ -198,7 +199,6 @@ impl Actor for WhepPeerActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let span =
             tracing::info_span!("whep_connect", stm_id = %self.spec.stm_id, session = self.session);
-        let _enter = span.enter();
         establish(
             self.spec.clone(),
             self.settings.clone(),
@@ -206,6 +206,7 @@ impl Actor for WhepPeerActor {
             self.signal.clone(),
             self.decoder.clone(),
         )
+        .instrument(span)
         .into_actor(self)
         .map(|res, act, ctx| match res {
             Ok((session, resource)) => {
