@@ -8,9 +8,13 @@
 //! - [`output`]: chunking, envelopes and the WebSocket forwarder.
 //! - [`testsrc`]: a synthetic WHEP source that can misbehave like SRS.
 //! - [`sink`]: a WebSocket consumer that reports what it receives.
+//! - [`api`]: plain cores of the node's HTTP API (problem details, stream spec validation).
+//! - [`node`]: the `serve` node's configuration (TOML file < env < flags).
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod node;
 pub mod output;
 pub mod pipeline;
 pub mod rtc;
