@@ -1,7 +1,9 @@
 //! Plain cores of the node's HTTP API (SPEC §5), free of actix-web so they are unit-tested
 //! without a server: RFC 9457 problem details ([`problem`]) and the stream spec as the API
 //! receives it, with its validation, resolution against node defaults and redacted view
-//! ([`spec`]). The handlers only move bytes between these and the HTTP layer.
+//! ([`spec`]). The handlers ([`routes`]) only move bytes between these, the node's stream
+//! registry and the HTTP layer.
 
 pub mod problem;
+pub mod routes;
 pub mod spec;

@@ -2,6 +2,7 @@
 //! WHEP source, `sink` a WebSocket consumer that reports what arrives.
 
 mod pull;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a node: the HTTP API and the streams it manages.
+    Serve(serve::ServeArgs),
     /// Pull one stream in the foreground: WHEP in, PCM over WebSocket out.
     Pull(pull::PullArgs),
     /// Run a synthetic WHEP source sending Opus 48 kHz stereo tones (SRS-like behaviour on demand).
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
     // awc (rustls) and webrtc-rs may both pull in a rustls crypto provider; pick one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Pull(args) => pull::run(args),
         Command::Testsrc(args) => run_testsrc(args),
         Command::Sink(args) => tokio_main(crate::sink::run(args)),
@@ -64,4 +68,20 @@ fn tokio_main(fut: impl std::future::Future<Output = Result<(), String>>) -> Res
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?
         .block_on(fut)
+}
+
+/// Resolves on Ctrl-C or SIGTERM with a word for the log.
+pub(crate) async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return "interrupted",
+                _ = term.recv() => return "terminated",
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "interrupted"
 }

@@ -209,21 +209,6 @@ enum Ending {
     Stop(&'static str),
 }
 
-async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return "interrupted",
-                _ = term.recv() => return "terminated",
-            }
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-    "interrupted"
-}
-
 pub fn run(args: PullArgs) -> Result<(), String> {
     let (spec, settings, duration, stats_every) = args.into_parts()?;
     let system = actix::System::new();
@@ -263,7 +248,7 @@ pub fn run(args: PullArgs) -> Result<(), String> {
         };
         let ending = tokio::select! {
             exit = &mut rx => Ending::Exit(exit),
-            why = shutdown_signal() => Ending::Stop(why),
+            why = super::shutdown_signal() => Ending::Stop(why),
             _ = timer => Ending::Stop("duration reached"),
         };
         let exit = match ending {

@@ -1,10 +1,13 @@
-//! The node behind `whep-bridge serve` (issue 3). For now its configuration: typed sections
-//! ([`config`]), the key table with the environment mapping and rendered defaults (`keys`),
-//! and layered loading (`load`: TOML file < `WHEP_BRIDGE_*` environment < flags).
+//! The node behind `whep-bridge serve`: its configuration (typed sections in [`config`], the
+//! key table with the environment mapping and rendered defaults in `keys`, layered loading in
+//! `load`: TOML file < `WHEP_BRIDGE_*` environment < flags), the arbiter pool that spreads
+//! streams over the cores ([`arbiters`]) and the stream table ([`registry`]).
 
+pub mod arbiters;
 pub mod config;
 pub mod keys;
 mod load;
+pub mod registry;
 
 pub use config::{NodeConfig, FALLBACK_NODE_ID};
 pub use keys::{render_defaults, unknown_env_vars};

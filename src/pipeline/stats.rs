@@ -17,7 +17,12 @@ pub struct StreamStats {
     pub decoded_frames: AtomicU64,
     pub chunks: AtomicU64,
     pub bytes: AtomicU64,
+    /// Audio held for the consumer: not yet written, or written but not yet confirmed.
     pub buffered_ms: AtomicU64,
+    /// Chunks dropped unsent because the consumer was away longer than the replay bound.
+    pub dropped_chunks: AtomicU64,
+    /// Successful consumer WebSocket handshakes (the first one plus every reconnect).
+    pub ws_connects: AtomicU64,
     pub whep_connects: AtomicU64,
     pub reconnects: AtomicU64,
     /// Sum and count of pipeline latency samples (RTP arrival → WS send), in microseconds.
@@ -38,6 +43,8 @@ pub struct StatsSnapshot {
     pub chunks: u64,
     pub bytes: u64,
     pub buffered_ms: u64,
+    pub dropped_chunks: u64,
+    pub ws_connects: u64,
     pub whep_connects: u64,
     pub reconnects: u64,
     pub latency_avg_ms: f64,
@@ -62,6 +69,8 @@ impl StreamStats {
             chunks: self.chunks.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             buffered_ms: self.buffered_ms.load(Relaxed),
+            dropped_chunks: self.dropped_chunks.load(Relaxed),
+            ws_connects: self.ws_connects.load(Relaxed),
             whep_connects: self.whep_connects.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             latency_avg_ms: if count == 0 {

@@ -46,6 +46,8 @@ pub struct Stop;
 #[rtype(result = "()")]
 pub struct StateChanged {
     pub stm_id: String,
+    /// Which run of the stream (a replaced stream's old run may still report).
+    pub instance: u64,
     pub state: StreamState,
     pub error: Option<String>,
 }
@@ -71,6 +73,7 @@ pub struct StreamSupervisor {
     drained: bool,
     exit: Option<oneshot::Sender<StreamExit>>,
     observer: Option<Recipient<StateChanged>>,
+    instance: u64,
 }
 
 impl StreamSupervisor {
@@ -124,7 +127,14 @@ impl StreamSupervisor {
             drained: false,
             exit: Some(exit),
             observer,
+            instance: 0,
         })
+    }
+
+    /// Tags the state reports of this run (see [`StateChanged::instance`]).
+    pub fn with_instance(mut self, instance: u64) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// The counters of this stream (shared with its actors).
@@ -141,6 +151,7 @@ impl StreamSupervisor {
         if let Some(obs) = &self.observer {
             obs.do_send(StateChanged {
                 stm_id: self.spec.stm_id.clone(),
+                instance: self.instance,
                 state,
                 error: self.last_error.clone(),
             });
@@ -283,11 +294,7 @@ impl Actor for StreamSupervisor {
             epoch: 0,
         };
         let forwarder = WsForwarderActor::new(
-            ForwarderConfig::for_stream(
-                &self.spec,
-                self.settings.timeouts.ws_connect,
-                self.settings.ws_ping,
-            ),
+            ForwarderConfig::for_stream(&self.spec, &self.settings),
             identity,
             self.stats.clone(),
             me.clone(),
