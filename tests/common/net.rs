@@ -75,6 +75,21 @@ pub fn http_request(
     content_type: Option<&str>,
     timeout: Duration,
 ) -> io::Result<HttpResponse> {
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("Content-Type", ct))
+        .into_iter()
+        .collect();
+    http_request_with(method, url, body, &headers, timeout)
+}
+
+/// [`http_request`] with arbitrary extra request headers.
+pub fn http_request_with(
+    method: &str,
+    url: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> io::Result<HttpResponse> {
     let (authority, path) = split_http_url(url)?;
     let addr = authority
         .to_socket_addrs()?
@@ -87,12 +102,13 @@ pub fn http_request(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
-    stream.write_all(body)?;
+    // A server may answer (e.g. 413) and close before reading a large body.
+    let _ = stream.write_all(body);
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw)
