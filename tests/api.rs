@@ -195,7 +195,9 @@ fn bad_input_gets_a_problem_and_changes_nothing() {
         s[k] = v;
         s
     };
-    let cases: Vec<(&str, Vec<u8>, Option<&str>, u16, Option<&str>)> = vec![
+    // (what, body, content type, expected status, field named)
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             b"{\"stmId\": ".to_vec(),
