@@ -224,6 +224,8 @@ pub struct PipelineSettings {
     pub max_consecutive_failures: Option<u32>,
     /// WebSocket ping interval; a consumer silent for 3 intervals is considered dead.
     pub ws_ping: Duration,
+    /// Audio kept per stream while the consumer is unreachable (SPEC §4.3).
+    pub replay_buffer: Duration,
 }
 
 impl Default for PipelineSettings {
@@ -239,6 +241,7 @@ impl Default for PipelineSettings {
             backoff_max: Duration::from_secs(30),
             max_consecutive_failures: None,
             ws_ping: Duration::from_secs(10),
+            replay_buffer: Duration::from_secs(30),
         }
     }
 }

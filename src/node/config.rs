@@ -381,6 +381,7 @@ impl NodeConfig {
             backoff_max: secs(self.whep.backoff_max_secs),
             max_consecutive_failures: None,
             ws_ping: secs(self.consumer.ws_ping_secs),
+            replay_buffer: self.replay_buffer(),
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::arbiters::{ArbiterPool, Placement};
 use crate::api::problem::Problem;
-use crate::api::spec::{NodeDefaults, StreamRequest, StreamView};
+use crate::api::spec::{NodeDefaults, StreamRequest, StreamView, WsMode};
 use crate::config::PipelineSettings;
 use crate::pipeline::messages::StreamState;
 use crate::pipeline::stats::{StatsSnapshot, StreamStats};
@@ -101,6 +101,12 @@ impl StreamRegistry {
         ctx: &mut Context<Self>,
     ) -> Result<StreamStatus, Problem> {
         let (spec, mode) = request.resolve(&self.defaults)?;
+        if mode == WsMode::Shared {
+            return Err(Problem::bad_request(
+                Some("output.wsMode"),
+                "wsMode \"shared\" is not implemented yet; use \"per-stream\"",
+            ));
+        }
         let view = StreamView::from_spec(&spec, mode);
         let stm_id = spec.stm_id.clone();
         self.next_instance += 1;

@@ -89,7 +89,7 @@ impl ForwarderConfig {
             format: spec.output,
             connect_timeout: settings.timeouts.ws_connect,
             ping_interval: settings.ws_ping,
-            replay_bound: DEFAULT_REPLAY_BOUND,
+            replay_bound: settings.replay_buffer,
             backoff_base: settings.backoff_base,
             backoff_max: settings.backoff_max,
             max_consecutive_failures: settings.max_consecutive_failures,
