@@ -164,6 +164,29 @@ fn crud_cycle_runs_the_stream_and_never_shows_secrets() {
     assert_eq!(nodes[0]["node"], "node-a");
     assert_eq!(nodes[0]["streams"], 2);
 
+    // /metrics: Prometheus text with states, per-stream counters and the latency histogram.
+    node.wait_state("cam2", "live", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(600));
+    let m = node.call("GET", "/metrics", b"", None);
+    assert_eq!(m.status, 200);
+    let text = m.body_text();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(value("whep_bridge_streams{node=\"node-a\",state=\"live\"}") >= 1.0);
+    assert!(value("whep_bridge_rtp_packets_total{node=\"node-a\",stm_id=\"cam2\"}") > 0.0);
+    assert!(value("whep_bridge_chunks_sent_total{node=\"node-a\",stm_id=\"cam2\"}") > 0.0);
+    assert!(value("whep_bridge_pipeline_latency_seconds_count{node=\"node-a\"}") > 0.0);
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (_, v) = line.rsplit_once(' ').expect("sample line");
+        assert!(v.parse::<f64>().is_ok(), "bad sample line {line}");
+    }
+
     // DELETE stops it: 204, then 404, and the source session ends.
     let r = node.call("DELETE", "/v1/streams/cam1", b"", None);
     assert_eq!(r.status, 204);

@@ -4,6 +4,7 @@
 //! ([`spec`]). The handlers ([`routes`]) only move bytes between these, the node's stream
 //! registry and the HTTP layer.
 
+pub mod metrics;
 pub mod problem;
 pub mod routes;
 pub mod spec;

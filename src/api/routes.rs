@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/streams/{stm_id}", web::get().to(get))
         .route("/v1/streams/{stm_id}", web::delete().to(delete))
         .route("/v1/nodes", web::get().to(nodes))
+        .route("/metrics", web::get().to(metrics))
         .default_service(web::to(not_found));
 }
 
@@ -222,6 +223,18 @@ async fn nodes(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     match state.registry.send(GetNode).await {
         Ok(node) => json(StatusCode::OK, &[node]),
         Err(e) => problem(registry_gone(e), &req),
+    }
+}
+
+/// Prometheus text format; open like the health endpoints (scrapers carry no token).
+async fn metrics(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
+    let streams = state.registry.send(ListStreams).await;
+    let node = state.registry.send(GetNode).await;
+    match (streams, node) {
+        (Ok(streams), Ok(node)) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(super::metrics::render(&node.node, &streams)),
+        (Err(e), _) | (_, Err(e)) => problem(registry_gone(e), &req),
     }
 }
 

@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+/// Upper bounds (ms) of the pipeline-latency histogram buckets; a last `+Inf` bucket is
+/// implied. 200 ms chunks put most samples between 150 and 300 ms.
+pub const LATENCY_BUCKETS_MS: [u64; 11] = [10, 25, 50, 100, 150, 200, 300, 500, 1000, 2500, 5000];
+
 #[derive(Debug, Default)]
 pub struct StreamStats {
     pub packets: AtomicU64,
@@ -29,6 +33,8 @@ pub struct StreamStats {
     pub latency_us_sum: AtomicU64,
     pub latency_count: AtomicU64,
     pub latency_us_max: AtomicU64,
+    /// Latency samples per bucket (not cumulative); the last slot is `+Inf`.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
 }
 
 /// A point-in-time copy for printing and serialising.
@@ -49,6 +55,13 @@ pub struct StatsSnapshot {
     pub reconnects: u64,
     pub latency_avg_ms: f64,
     pub latency_max_ms: f64,
+    /// For the metrics histogram (not shown in the API).
+    #[serde(skip)]
+    pub latency_sum_us: u64,
+    #[serde(skip)]
+    pub latency_count: u64,
+    #[serde(skip)]
+    pub latency_buckets: Vec<u64>,
 }
 
 impl StreamStats {
@@ -56,6 +69,11 @@ impl StreamStats {
         self.latency_us_sum.fetch_add(micros, Relaxed);
         self.latency_count.fetch_add(1, Relaxed);
         self.latency_us_max.fetch_max(micros, Relaxed);
+        let slot = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&ms| micros <= ms * 1000)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency_buckets[slot].fetch_add(1, Relaxed);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -79,6 +97,13 @@ impl StreamStats {
                 self.latency_us_sum.load(Relaxed) as f64 / count as f64 / 1000.0
             },
             latency_max_ms: self.latency_us_max.load(Relaxed) as f64 / 1000.0,
+            latency_sum_us: self.latency_us_sum.load(Relaxed),
+            latency_count: count,
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .map(|b| b.load(Relaxed))
+                .collect(),
         }
     }
 }
@@ -93,8 +118,14 @@ mod tests {
         assert_eq!(s.snapshot().latency_avg_ms, 0.0);
         s.record_latency(10_000);
         s.record_latency(30_000);
+        s.record_latency(9_000_000);
         let snap = s.snapshot();
-        assert_eq!(snap.latency_avg_ms, 20.0);
-        assert_eq!(snap.latency_max_ms, 30.0);
+        assert!((snap.latency_avg_ms - 3_013.333).abs() < 0.01);
+        assert_eq!(snap.latency_max_ms, 9_000.0);
+        // 10 ms → bucket "≤ 10 ms", 30 ms → "≤ 50 ms", 9 s → +Inf.
+        assert_eq!(snap.latency_buckets[0], 1);
+        assert_eq!(snap.latency_buckets[2], 1);
+        assert_eq!(snap.latency_buckets[LATENCY_BUCKETS_MS.len()], 1);
+        assert_eq!(snap.latency_buckets.iter().sum::<u64>(), 3);
     }
 }
