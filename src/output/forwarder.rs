@@ -349,6 +349,14 @@ impl WsForwarderActor {
 
     /// The current connection is gone: rewind what it did not confirm and reconnect.
     fn connection_lost(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.closing {
+            // Our Close went out after everything else: a consumer that then ends the
+            // connection (with or without its own Close frame) has read it all.
+            tracing::debug!(url = %self.url(), %reason, "consumer ended the connection after our close");
+            self.buffer.confirm_all();
+            self.drained(ctx);
+            return;
+        }
         let Link::Up(conn) = std::mem::replace(&mut self.link, Link::Down { retry: None }) else {
             return;
         };

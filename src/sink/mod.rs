@@ -43,13 +43,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, tally: Arc<Mutex<
     };
     tracing::info!(%peer, "consumer connection opened");
     let mut state = ConnectionState::default();
-    let (_, mut rx) = ws.split();
-    while let Some(msg) = rx.next().await {
+    // Not split: reading drives tungstenite's automatic pong and close replies, so the
+    // bridge's close handshake completes at once.
+    let mut ws = ws;
+    while let Some(msg) = ws.next().await {
         let Ok(mut t) = tally.lock() else { return };
         match msg {
             Ok(Message::Text(text)) => t.text(&mut state, text.as_str(), Instant::now()),
             Ok(Message::Binary(b)) => t.binary(&state, b.len(), Instant::now()),
-            Ok(Message::Close(_)) | Err(_) => break,
+            // Keep reading after a Close: that lets tungstenite send the Close reply, then
+            // the stream ends.
+            Err(_) => break,
             Ok(_) => {}
         }
     }
@@ -72,12 +76,11 @@ pub async fn run(args: SinkArgs) -> Result<(), String> {
             loop {
                 tick.tick().await;
                 let Ok(t) = tally.lock() else { return };
-                let now = Instant::now();
                 for (id, s) in &t.streams {
                     tracing::info!(
                         stm_id = %id, chunks = s.chunks, audio_s = format_args!("{:.1}", s.seconds),
                         rate = s.sample_rate, channels = s.channels, seq_gaps = s.seq_gaps,
-                        pace = format_args!("{:.3}x real time", s.pace(now)),
+                        pace = format_args!("{:.3}x real time", s.pace()),
                         "received"
                     );
                 }

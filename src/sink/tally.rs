@@ -21,18 +21,20 @@ pub struct StreamTally {
     pub last_seq: Option<u64>,
     pub sample_rate: u32,
     pub channels: u16,
-    /// When the first audio of this stream arrived.
+    /// When the first and the latest audio of this stream arrived.
     pub first_at: Option<Instant>,
+    pub last_at: Option<Instant>,
 }
 
 impl StreamTally {
-    /// Audio received per second of wall time since the first chunk (1.0 = real time).
-    /// The first chunk's own duration is counted as already elapsed.
-    pub fn pace(&self, now: Instant) -> f64 {
-        match self.first_at {
-            Some(first) if self.chunks > 0 => {
+    /// Audio received per second of wall time between the first and the latest chunk
+    /// (1.0 = real time); the first chunk's own duration counts as elapsed. Measured over
+    /// what arrived, so it stays meaningful after the stream ends.
+    pub fn pace(&self) -> f64 {
+        match (self.first_at, self.last_at) {
+            (Some(first), Some(last)) if self.chunks > 0 => {
                 let first_chunk = self.seconds / self.chunks as f64;
-                self.seconds / (now.duration_since(first).as_secs_f64() + first_chunk)
+                self.seconds / (last.duration_since(first).as_secs_f64() + first_chunk)
             }
             _ => 0.0,
         }
@@ -66,6 +68,7 @@ impl Tally {
     fn add_audio(&mut self, stm_id: &str, bytes: usize, rate: u32, channels: u16, now: Instant) {
         let t = self.streams.entry(stm_id.to_owned()).or_default();
         t.first_at.get_or_insert(now);
+        t.last_at = Some(now);
         t.chunks += 1;
         t.bytes += bytes as u64;
         t.sample_rate = rate;
@@ -148,8 +151,9 @@ mod tests {
         assert!((a.seconds - 0.4).abs() < 1e-9);
         // Two 200 ms chunks, the second 200 ms after the first: real time.
         let first = a.first_at.unwrap();
-        let pace = a.pace(first + std::time::Duration::from_millis(200));
-        assert!((pace - 1.0).abs() < 1e-9, "{pace}");
+        let mut b = a.clone();
+        b.last_at = Some(first + std::time::Duration::from_millis(200));
+        assert!((b.pace() - 1.0).abs() < 1e-9, "{}", b.pace());
     }
 
     #[test]
