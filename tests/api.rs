@@ -322,6 +322,18 @@ fn api_token_is_required_when_configured() {
         assert_problem(&r, 401, None);
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     }
+    // Writes are refused too, before the body is even looked at.
+    let body =
+        br#"{"stmId":"x","whepUrl":"http://127.0.0.1:9/whep/x","wsUrl":"ws://127.0.0.1:9/"}"#;
+    let r = http_request_with(
+        "POST",
+        &url,
+        body,
+        &[("Content-Type", "application/json")],
+        T,
+    )
+    .expect("request");
+    assert_problem(&r, 401, None);
     assert!(node.list().is_empty());
     // Health endpoints stay open for probes.
     let r =

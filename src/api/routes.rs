@@ -3,8 +3,11 @@
 //! [`super::spec`], problem documents in [`super::problem`].
 
 use actix::Addr;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -27,14 +30,36 @@ pub struct ApiState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/v1/streams", web::post().to(create))
-        .route("/v1/streams", web::get().to(list))
-        .route("/v1/streams/{stm_id}", web::put().to(replace))
-        .route("/v1/streams/{stm_id}", web::get().to(get))
-        .route("/v1/streams/{stm_id}", web::delete().to(delete))
-        .route("/v1/nodes", web::get().to(nodes))
         .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(require_token))
+                .route("/streams", web::post().to(create))
+                .route("/streams", web::get().to(list))
+                .route("/streams/{stm_id}", web::put().to(replace))
+                .route("/streams/{stm_id}", web::get().to(get))
+                .route("/streams/{stm_id}", web::delete().to(delete))
+                .route("/nodes", web::get().to(nodes))
+                .default_service(web::to(not_found)),
+        )
         .default_service(web::to(not_found));
+}
+
+/// `/v1/*` middleware: the bearer token, when one is configured, before any handler runs.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let denied = req
+        .app_data::<web::Data<ApiState>>()
+        .and_then(|state| authorize(state, req.request()).err());
+    match denied {
+        Some(p) => {
+            let resp = problem(p, req.request());
+            Ok(req.into_response(resp).map_into_right_body())
+        }
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 fn problem(p: Problem, req: &HttpRequest) -> HttpResponse {
@@ -125,7 +150,6 @@ async fn upsert(
     path_id: Option<String>,
 ) -> HttpResponse {
     let result = async {
-        authorize(&state, &req)?;
         let body = json_body(&req, payload, state.max_body).await?;
         let request = parse_stream_request(&body, path_id.as_deref())?;
         state
@@ -176,9 +200,6 @@ async fn replace(
 }
 
 async fn list(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(p) = authorize(&state, &req) {
-        return problem(p, &req);
-    }
     match state.registry.send(ListStreams).await {
         Ok(streams) => json(StatusCode::OK, &streams),
         Err(e) => problem(registry_gone(e), &req),
@@ -190,9 +211,6 @@ async fn get(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(p) = authorize(&state, &req) {
-        return problem(p, &req);
-    }
     let id = path.into_inner();
     match state.registry.send(GetStream(id.clone())).await {
         Ok(Some(s)) => json(StatusCode::OK, &s),
@@ -206,9 +224,6 @@ async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(p) = authorize(&state, &req) {
-        return problem(p, &req);
-    }
     match state.registry.send(Remove(path.into_inner())).await {
         Ok(Ok(())) => HttpResponse::NoContent().finish(),
         Ok(Err(p)) => problem(p, &req),
@@ -217,9 +232,6 @@ async fn delete(
 }
 
 async fn nodes(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    if let Err(p) = authorize(&state, &req) {
-        return problem(p, &req);
-    }
     match state.registry.send(GetNode).await {
         Ok(node) => json(StatusCode::OK, &[node]),
         Err(e) => problem(registry_gone(e), &req),
