@@ -9,10 +9,12 @@
 //! - [`testsrc`]: a synthetic WHEP source that can misbehave like SRS.
 //! - [`sink`]: a WebSocket consumer that reports what it receives.
 //! - [`api`]: plain cores of the node's HTTP API (problem details, stream spec validation).
+//! - [`cluster`]: the coordinator trait (embedded in memory; Redis for a cluster) and leases.
 //! - [`node`]: the `serve` node's configuration (TOML file < env < flags).
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod output;

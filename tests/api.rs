@@ -6,110 +6,13 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::net::{free_port, http_request_with, wait_http_ok, HttpResponse};
-use common::process::{bin_path, ChildGuard};
+use common::net::http_request_with;
+use common::node::{assert_problem, Node, T};
 use common::testsrc::start_testsrc;
 use common::ws_sink::WsSink;
 use serde_json::Value;
-
-const T: Duration = Duration::from_secs(10);
-
-struct Node {
-    guard: ChildGuard,
-    base: String,
-    token: Option<String>,
-}
-
-impl Node {
-    fn start(token: Option<&str>) -> Self {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(bin_path());
-        cmd.args(["serve", "--listen", &listen, "--node-id", "node-a"])
-            .env("WHEP_BRIDGE_RTC_ALLOWED_IPS", "127.0.0.1");
-        if let Some(t) = token {
-            cmd.env("WHEP_BRIDGE_API_TOKEN", t);
-        }
-        let guard = ChildGuard::spawn("serve", &mut cmd).expect("spawn serve");
-        wait_http_ok(&format!("http://{listen}/readyz"), Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("node not ready: {e}\n{}", guard.log_tail()));
-        Self {
-            guard,
-            base: format!("http://{listen}"),
-            token: token.map(str::to_owned),
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: &[u8], ctype: Option<&str>) -> HttpResponse {
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        if let Some(c) = ctype {
-            headers.push(("Content-Type", c));
-        }
-        if let Some(a) = &auth {
-            headers.push(("Authorization", a));
-        }
-        http_request_with(method, &format!("{}{path}", self.base), body, &headers, T)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.guard.log_tail()))
-    }
-
-    fn json(&self, method: &str, path: &str, body: &Value) -> HttpResponse {
-        self.call(
-            method,
-            path,
-            body.to_string().as_bytes(),
-            Some("application/json"),
-        )
-    }
-
-    fn list(&self) -> Vec<String> {
-        let r = self.call("GET", "/v1/streams", b"", None);
-        assert_eq!(r.status, 200, "{}", r.body_text());
-        let v: Value = serde_json::from_slice(&r.body).expect("list json");
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|s| s["spec"]["stmId"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    fn wait_state(&self, id: &str, state: &str, within: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let r = self.call("GET", &format!("/v1/streams/{id}"), b"", None);
-            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            if v["state"] == state {
-                return v;
-            }
-            assert!(
-                start.elapsed() < within,
-                "{id} not {state} after {within:?}: {v}\n{}",
-                self.guard.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// Asserts a problem+json response with `status` naming `field`.
-fn assert_problem(r: &HttpResponse, status: u16, field: Option<&str>) {
-    assert_eq!(r.status, status, "{}", r.body_text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/problem+json"),
-        "{}",
-        r.body_text()
-    );
-    let p: Value = serde_json::from_slice(&r.body).expect("problem json");
-    assert_eq!(p["status"], status);
-    assert!(p["type"].as_str().is_some_and(|t| !t.is_empty()));
-    assert!(p["detail"].as_str().is_some_and(|t| !t.is_empty()));
-    if let Some(f) = field {
-        assert_eq!(p["field"], f, "{p}");
-    }
-}
 
 fn spec(id: &str, src: &str, sink: &WsSink) -> Value {
     serde_json::json!({
@@ -132,6 +35,7 @@ fn crud_cycle_runs_the_stream_and_never_shows_secrets() {
     assert_eq!(r.header("location"), Some("/v1/streams/cam1"));
     let live = node.wait_state("cam1", "live", Duration::from_secs(15));
     assert_eq!(live["owner"], "node-a");
+    assert_eq!(live["epoch"], 1, "the first lease of a stream has epoch 1");
     let text = live.to_string();
     assert!(
         !text.contains("whep-secret-123") && !text.contains("ws-secret-456"),
@@ -155,14 +59,20 @@ fn crud_cycle_runs_the_stream_and_never_shows_secrets() {
     assert_eq!(r.status, 200, "{}", r.body_text());
     let v: Value = serde_json::from_slice(&r.body).expect("json");
     assert_eq!(v["spec"]["output"]["chunkMs"], 100);
+    assert_eq!(
+        v["epoch"], 2,
+        "a replaced stream is a new run with a new epoch"
+    );
     let r = node.json("PUT", "/v1/streams/cam2", &spec("cam2", &src, &sink));
     assert_eq!(r.status, 201, "{}", r.body_text());
     assert_eq!(node.list(), ["cam1", "cam2"]);
 
     let nodes: Value =
         serde_json::from_slice(&node.call("GET", "/v1/nodes", b"", None).body).expect("nodes json");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
     assert_eq!(nodes[0]["node"], "node-a");
     assert_eq!(nodes[0]["streams"], 2);
+    assert_eq!(nodes[0]["address"], node.base.trim_start_matches("http://"));
 
     // /metrics: Prometheus text with states, per-stream counters and the latency histogram.
     node.wait_state("cam2", "live", Duration::from_secs(15));
@@ -374,4 +284,18 @@ fn sigterm_drains_the_streams() {
         Some(0),
         "{stats}"
     );
+}
+
+#[test]
+fn log_format_from_the_config_is_applied() {
+    let node = Node::start_with(None, &[("WHEP_BRIDGE_NODE_LOG_FORMAT", "json")]);
+    let _ = node.list();
+    let err = node.guard.stderr();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log output");
+    for line in lines {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
 }

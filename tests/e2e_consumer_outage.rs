@@ -126,7 +126,8 @@ impl Drill {
         for needle in [
             "consumer disconnected",
             "consumer connect failed; retrying",
-            "consumer connected again; replaying",
+            "consumer connected again",
+            "consumer back; replaying",
         ] {
             assert!(
                 self.log.contains(needle),

@@ -20,6 +20,7 @@ pub mod types {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:whep-bridge:problem:unsupported-media-type";
     pub const UNAUTHORIZED: &str = "urn:whep-bridge:problem:unauthorized";
     pub const INTERNAL: &str = "urn:whep-bridge:problem:internal";
+    pub const UNAVAILABLE: &str = "urn:whep-bridge:problem:coordinator-unavailable";
 }
 
 /// One RFC 9457 problem details object.
@@ -95,6 +96,11 @@ impl Problem {
         );
         p.field = Some("stmId".to_owned());
         p
+    }
+
+    /// 503: the cluster coordinator cannot be reached; nothing was changed, retry later.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(types::UNAVAILABLE, "Coordinator unavailable", 503, detail)
     }
 
     /// 413: the body is larger than the node accepts.

@@ -2,6 +2,8 @@
 //! [`StreamRegistry`], render JSON or an RFC 9457 problem. Validation lives in
 //! [`super::spec`], problem documents in [`super::problem`].
 
+use std::borrow::Cow;
+
 use actix::Addr;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -15,7 +17,9 @@ use serde::Serialize;
 
 use super::problem::{Problem, CONTENT_TYPE};
 use super::spec::parse_stream_request;
-use crate::node::registry::{GetNode, GetStream, ListStreams, Remove, StreamRegistry, Upsert};
+use crate::node::registry::{
+    GetNode, GetStream, ListNodes, ListStreams, Remove, StreamRegistry, Upsert,
+};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -39,6 +43,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/streams/{stm_id}", web::put().to(replace))
                 .route("/streams/{stm_id}", web::get().to(get))
                 .route("/streams/{stm_id}", web::delete().to(delete))
+                .route(
+                    "/streams/{stm_id}/listen",
+                    web::get().to(super::listen::listen),
+                )
                 .route("/nodes", web::get().to(nodes))
                 .default_service(web::to(not_found)),
         )
@@ -62,7 +70,7 @@ async fn require_token(
     }
 }
 
-fn problem(p: Problem, req: &HttpRequest) -> HttpResponse {
+pub(super) fn problem(p: Problem, req: &HttpRequest) -> HttpResponse {
     let p = p.with_instance(req.path());
     let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = HttpResponse::build(status);
@@ -91,11 +99,16 @@ fn authorize(state: &ApiState, req: &HttpRequest) -> Result<(), Problem> {
     let Some(token) = &state.token else {
         return Ok(());
     };
-    let given = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    // The header wins; `?token=` counts on the listen route only (see `query_token`).
+    let given = match bearer {
+        Some(b) => Some(Cow::Borrowed(b)),
+        None => super::listen::query_token(req).map(Cow::Owned),
+    };
     match given {
         Some(g) if same_secret(g.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(Problem::unauthorized()),
@@ -139,7 +152,7 @@ async fn json_body(
     Ok(body)
 }
 
-fn registry_gone<E: std::fmt::Display>(e: E) -> Problem {
+pub(super) fn registry_gone<E: std::fmt::Display>(e: E) -> Problem {
     Problem::internal(format!("stream registry unavailable: {e}"))
 }
 
@@ -232,8 +245,9 @@ async fn delete(
 }
 
 async fn nodes(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    match state.registry.send(GetNode).await {
-        Ok(node) => json(StatusCode::OK, &[node]),
+    match state.registry.send(ListNodes).await {
+        Ok(Ok(nodes)) => json(StatusCode::OK, &nodes),
+        Ok(Err(p)) => problem(p, &req),
         Err(e) => problem(registry_gone(e), &req),
     }
 }

@@ -1,6 +1,8 @@
 //! Command line (clap): `pull` runs one stream in the foreground, `testsrc` a synthetic
-//! WHEP source, `sink` a WebSocket consumer that reports what arrives.
+//! WHEP source, `sink` a WebSocket consumer that reports what arrives, `serve` a node, and
+//! `demo` source + sink + node in one process.
 
+mod demo;
 mod pull;
 mod serve;
 
@@ -17,9 +19,9 @@ use crate::telemetry::{init_logging, LogFormat};
     about = "Pulls WebRTC (WHEP/SRS) audio, converts it to PCM and streams it over WebSocket"
 )]
 struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "WHEP_BRIDGE_LOG_FORMAT")]
-    log_format: LogFormat,
+    /// Log format [default: human; for `serve`, the config's node.log_format].
+    #[arg(long, global = true, value_enum, env = "WHEP_BRIDGE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,19 +36,33 @@ enum Command {
     Testsrc(crate::testsrc::TestSrcArgs),
     /// Run a WebSocket consumer that logs how much audio each stream delivers.
     Sink(crate::sink::SinkArgs),
+    /// Try it all in one process: test source, sink and a node running N streams; prints
+    /// live per-stream figures, a summary and PASS/FAIL (exit code 0/1).
+    Demo(demo::DemoArgs),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    match cli.command {
+        Command::Demo(_) => demo::init_logging(cli.log_format.unwrap_or_default()),
+        // `serve` starts logging once its configuration is read (node.log_format).
+        Command::Serve(_) => {}
+        _ => init_logging(cli.log_format.unwrap_or_default()),
+    }
     // awc (rustls) and webrtc-rs may both pull in a rustls crypto provider; pick one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, cli.log_format),
         Command::Pull(args) => pull::run(args),
         Command::Testsrc(args) => run_testsrc(args),
         Command::Sink(args) => tokio_main(crate::sink::run(args)),
+        Command::Demo(args) => match demo::run(args) {
+            Ok(true) => return ExitCode::SUCCESS,
+            // The summary already says why.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,17 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix::Actor;
-use actix_web::{web, App, HttpServer};
 use clap::Args;
 
-use crate::api::routes::{configure, ApiState};
-use crate::node::arbiters::ArbiterPool;
-use crate::node::registry::{Shutdown, StreamRegistry};
-use crate::node::{unknown_env_vars, NodeConfig};
+use crate::node::{service, unknown_env_vars, NodeConfig};
+use crate::telemetry::{init_logging, LogFormat};
 
 /// How long streams get to stop (WHEP DELETE, flush, WS close) on SIGTERM/Ctrl-C.
-const DRAIN_GRACE: Duration = Duration::from_secs(8);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(8);
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -32,7 +28,8 @@ pub struct ServeArgs {
     pub print_config: bool,
 }
 
-pub fn run(args: ServeArgs) -> Result<(), String> {
+/// Runs a node; `log_format` (the flag) wins over the config's `node.log_format`.
+pub fn run(args: ServeArgs, log_format: Option<LogFormat>) -> Result<(), String> {
     if args.print_config {
         print!("{}", crate::node::render_defaults());
         return Ok(());
@@ -46,46 +43,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     let cfg = NodeConfig::load(args.config.as_deref(), std::env::vars(), &overrides)
         .map_err(|e| format!("invalid configuration: {e}"))?;
+    init_logging(log_format.unwrap_or_else(|| cfg.node.log_format.into()));
     let env_names: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
     for var in unknown_env_vars(env_names.iter().map(String::as_str)) {
         tracing::warn!(%var, "ignoring unknown WHEP_BRIDGE_* environment variable");
     }
-    let listen = cfg.api.listen;
-    let state_token = cfg.api.token.clone();
-    let max_body = cfg.api.max_body_bytes;
-    let settings = cfg.to_settings();
-    let defaults = cfg.to_defaults();
-
     actix::System::new().block_on(async move {
-        let pool = ArbiterPool::per_core();
-        tracing::info!(node = %settings.node, %listen, arbiters = pool.len(), "starting node");
-        let registry = StreamRegistry::new(settings, defaults, listen.to_string(), pool).start();
-        let state = ApiState {
-            registry: registry.clone(),
-            token: state_token,
-            max_body,
-        };
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .configure(configure)
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(2)
-        .bind(listen)
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?
-        .run();
-        let handle = server.handle();
-        tracing::info!(%listen, "API listening");
+        let mut node = service::start(cfg).await?;
         let why = tokio::select! {
-            r = server => return r.map_err(|e| format!("HTTP server failed: {e}")),
+            why = node.failed() => return Err(why),
             why = super::shutdown_signal() => why,
         };
         tracing::info!(reason = why, "draining");
-        let _ = registry.send(Shutdown { grace: DRAIN_GRACE }).await;
-        handle.stop(true).await;
-        tracing::info!("node stopped");
+        node.shutdown(DRAIN_GRACE).await;
         Ok(())
     })
 }

@@ -1,12 +1,20 @@
 //! StreamRegistry: the node's table of streams. It creates, replaces and stops stream
 //! supervisors (each on the least-loaded arbiter), follows their state, and answers the API.
 //!
-//! This is the embedded single-node coordination; the cluster (Redis) coordinator will take
-//! over the ownership decisions, while this table stays the node's local view.
+//! Which streams exist and who runs them is the [`Coordinator`]'s call: the registry stores
+//! a spec there first, runs a stream only under a lease (whose epoch the stream stamps on its
+//! envelopes), renews its leases every second and stops at once a stream whose lease is lost.
+//! A node on its own uses the in-memory [`EmbeddedCoordinator`]; a cluster, Redis.
+//!
+//! Input is validated (and the pipeline built) before the coordinator is asked, so bad input
+//! changes nothing anywhere. Handlers that talk to the coordinator are atomic (the registry
+//! handles nothing else meanwhile), so two requests for one `stmId` cannot interleave.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -15,7 +23,8 @@ use tokio::sync::oneshot;
 use super::arbiters::{ArbiterPool, Placement};
 use crate::api::problem::Problem;
 use crate::api::spec::{NodeDefaults, StreamRequest, StreamView, WsMode};
-use crate::config::PipelineSettings;
+use crate::config::{EnvelopeKind, PipelineSettings};
+use crate::output::link::{LinkConfig, Retire, WsLinkActor};
 use crate::pipeline::messages::StreamState;
 use crate::pipeline::stats::{StatsSnapshot, StreamStats};
 use crate::pipeline::supervisor::{StateChanged, Stop, StreamExit, StreamSupervisor};
@@ -33,18 +42,11 @@ pub struct StreamStatus {
     pub last_error: Option<String>,
 }
 
-/// What `GET /v1/nodes` shows for this node.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeStatus {
-    pub node: String,
-    pub address: String,
-    pub streams: usize,
-    /// Streams per arbiter (one arbiter per core).
-    pub arbiter_loads: Vec<usize>,
-}
+/// How often leases are renewed and the node's heartbeat is sent (SPEC §6: TTL 3 s).
+const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 struct Entry {
+    lease: Lease,
     view: StreamView,
     supervisor: Addr<StreamSupervisor>,
     instance: u64,
@@ -52,17 +54,51 @@ struct Entry {
     last_error: Option<String>,
     stats: Arc<StreamStats>,
     exit: Option<oneshot::Receiver<StreamExit>>,
+    /// `wsMode: shared`: the key of the node link this stream sends on.
+    link_key: Option<String>,
     _placement: Placement,
 }
 
+/// A consumer connection shared by the streams that name the same URL and headers.
+struct SharedLink {
+    addr: Addr<WsLinkActor>,
+    streams: BTreeSet<String>,
+}
+
+/// A validated request with its pipeline built, not yet stored or started.
+struct Prepared {
+    request: StreamRequest,
+    view: StreamView,
+    link: Option<LinkConfig>,
+    supervisor: StreamSupervisor,
+    instance: u64,
+    exit: oneshot::Receiver<StreamExit>,
+}
+
 pub struct StreamRegistry {
+    coord: Arc<dyn Coordinator>,
     node: String,
     address: String,
     settings: Arc<PipelineSettings>,
     defaults: NodeDefaults,
     pool: ArbiterPool,
     streams: BTreeMap<String, Entry>,
+    links: BTreeMap<String, SharedLink>,
     next_instance: u64,
+}
+
+impl StreamStatus {
+    /// A stored stream that another node runs (its figures are on that node).
+    fn elsewhere(spec: StreamView) -> Self {
+        Self {
+            spec,
+            state: StreamState::Starting,
+            owner: String::new(),
+            epoch: 0,
+            stats: StatsSnapshot::default(),
+            last_error: None,
+        }
+    }
 }
 
 impl StreamRegistry {
@@ -73,12 +109,14 @@ impl StreamRegistry {
         pool: ArbiterPool,
     ) -> Self {
         Self {
+            coord: Arc::new(EmbeddedCoordinator::default()),
             node: settings.node.clone(),
             address,
             settings: Arc::new(settings),
             defaults,
             pool,
             streams: BTreeMap::new(),
+            links: BTreeMap::new(),
             next_instance: 0,
         }
     }
@@ -87,31 +125,47 @@ impl StreamRegistry {
         StreamStatus {
             spec: e.view.clone(),
             state: e.state,
-            owner: self.node.clone(),
-            epoch: 0,
+            owner: e.lease.node.clone(),
+            epoch: e.lease.epoch,
             stats: e.stats.snapshot(),
             last_error: e.last_error.clone(),
         }
     }
 
-    /// Resolves and starts one stream; the caller has decided it may (create vs replace).
-    fn start(
+    /// Uses `coord` instead of the embedded coordinator (a cluster).
+    pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> Self {
+        self.coord = coord;
+        self
+    }
+
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            node: self.node.clone(),
+            address: self.address.clone(),
+            streams: self.streams.len(),
+            arbiter_loads: self.pool.loads(),
+        }
+    }
+
+    /// Validates the request and builds its pipeline; nothing is stored or started yet.
+    fn prepare(
         &mut self,
         request: StreamRequest,
         ctx: &mut Context<Self>,
-    ) -> Result<StreamStatus, Problem> {
-        let (spec, mode) = request.resolve(&self.defaults)?;
-        if mode == WsMode::Shared {
+    ) -> Result<Prepared, Problem> {
+        let (spec, mode) = request.clone().resolve(&self.defaults)?;
+        if mode == WsMode::Shared && spec.output.envelope == EnvelopeKind::Binary {
             return Err(Problem::bad_request(
                 Some("output.wsMode"),
-                "wsMode \"shared\" is not implemented yet; use \"per-stream\"",
+                "wsMode \"shared\" needs the seed or extended envelope: binary PCM frames do \
+                 not say which stream they belong to",
             ));
         }
         let view = StreamView::from_spec(&spec, mode);
-        let stm_id = spec.stm_id.clone();
+        let link = (mode == WsMode::Shared).then(|| LinkConfig::for_stream(&spec, &self.settings));
         self.next_instance += 1;
         let instance = self.next_instance;
-        let (tx, rx) = oneshot::channel();
+        let (tx, exit) = oneshot::channel();
         let supervisor = StreamSupervisor::new(
             spec,
             self.settings.clone(),
@@ -120,30 +174,133 @@ impl StreamRegistry {
         )
         .map_err(|e| Problem::bad_request(Some("output"), e.to_string()))?
         .with_instance(instance);
+        Ok(Prepared {
+            request,
+            view,
+            link,
+            supervisor,
+            instance,
+            exit,
+        })
+    }
+
+    /// Starts a prepared stream under `lease`, replacing a local run of the same id.
+    fn launch(&mut self, p: Prepared, lease: Lease) -> StreamStatus {
+        let stm_id = p.request.stm_id.clone();
+        let supervisor = p.supervisor.with_epoch(lease.epoch);
+        let (supervisor, link_key) = match p.link {
+            Some(cfg) => {
+                let (key, link) = self.join_link(cfg, &stm_id);
+                (supervisor.with_shared_link(link), Some(key))
+            }
+            None => (supervisor, None),
+        };
         let stats = supervisor.stats();
         let (arbiter, placement) = self.pool.pick();
         let addr = StreamSupervisor::start_in_arbiter(&arbiter, move |_| supervisor);
-        tracing::info!(stm_id = %stm_id, arbiter = placement.index, "stream started");
+        tracing::info!(stm_id = %stm_id, epoch = lease.epoch, arbiter = placement.index, "stream started");
         let entry = Entry {
-            view,
+            lease,
+            view: p.view,
             supervisor: addr,
-            instance,
+            instance: p.instance,
             state: StreamState::Starting,
             last_error: None,
             stats,
-            exit: Some(rx),
+            exit: Some(p.exit),
+            link_key,
             _placement: placement,
         };
         let status = self.status(&entry);
-        if let Some(old) = self.streams.insert(stm_id, entry) {
+        if let Some(old) = self.streams.insert(stm_id.clone(), entry) {
             old.supervisor.do_send(Stop);
+            self.leave_link(old.link_key.as_deref(), &stm_id);
         }
-        Ok(status)
+        status
+    }
+
+    /// Stops a local run (it drains in the background).
+    fn stop_local(&mut self, stm_id: &str, why: &str) {
+        if let Some(e) = self.streams.remove(stm_id) {
+            e.supervisor.do_send(Stop);
+            self.leave_link(e.link_key.as_deref(), stm_id);
+            tracing::info!(stm_id = %stm_id, epoch = e.lease.epoch, "stream stopped: {why}");
+        }
+    }
+
+    /// Every second: renew this node's leases (a lost one stops its stream at once: another
+    /// node may own it now) and send the heartbeat.
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let leases: Vec<Lease> = self.streams.values().map(|e| e.lease.clone()).collect();
+        let info = self.node_info();
+        let coord = self.coord.clone();
+        async move {
+            let lost = coord.renew(&leases).await;
+            if let Err(e) = coord.heartbeat(&info).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+            lost
+        }
+        .into_actor(self)
+        .map(|lost, act, _| match lost {
+            Ok(lost) => {
+                for l in lost {
+                    let ours = act.streams.get(&l.stm_id).is_some_and(|e| e.lease == l);
+                    if ours {
+                        tracing::warn!(stm_id = %l.stm_id, epoch = l.epoch, "lease lost");
+                        act.stop_local(&l.stm_id, "lease lost");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        })
+        .wait(ctx);
+    }
+
+    /// The node's shared link for `cfg` (started on first use), and its key.
+    fn join_link(&mut self, cfg: LinkConfig, stm_id: &str) -> (String, Addr<WsLinkActor>) {
+        let key = cfg.share_key();
+        let link = self.links.entry(key.clone()).or_insert_with(|| {
+            tracing::info!(url = %crate::output::link::redact(&cfg.url), "shared consumer link started");
+            SharedLink {
+                addr: WsLinkActor::shared(cfg).start(),
+                streams: BTreeSet::new(),
+            }
+        });
+        link.streams.insert(stm_id.to_owned());
+        (key, link.addr.clone())
+    }
+
+    /// `stm_id` no longer sends on the link `key`; the last stream out retires it (it closes
+    /// once the streams still draining on it have left).
+    fn leave_link(&mut self, key: Option<&str>, stm_id: &str) {
+        let Some(key) = key else { return };
+        let Some(link) = self.links.get_mut(key) else {
+            return;
+        };
+        // A replaced stream's new run may have joined the same link under the same id.
+        let still_used = self.streams.get(stm_id).and_then(|e| e.link_key.as_deref()) == Some(key);
+        if !still_used {
+            link.streams.remove(stm_id);
+        }
+        if link.streams.is_empty() {
+            link.addr.do_send(Retire);
+            self.links.remove(key);
+        }
     }
 }
 
 impl Actor for StreamRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.renew(ctx);
+        ctx.run_interval(RENEW_EVERY, |act, ctx| act.renew(ctx));
+    }
+}
+
+fn unavailable(e: crate::cluster::CoordError) -> Problem {
+    Problem::unavailable(e.to_string())
 }
 
 /// Create (`POST`, fails if it exists) or create-or-replace (`PUT`).
@@ -155,14 +312,50 @@ pub struct Upsert {
 }
 
 impl Handler<Upsert> for StreamRegistry {
-    type Result = Result<(StreamStatus, bool), Problem>;
+    type Result = AtomicResponse<Self, Result<(StreamStatus, bool), Problem>>;
 
     fn handle(&mut self, msg: Upsert, ctx: &mut Self::Context) -> Self::Result {
-        let exists = self.streams.contains_key(&msg.request.stm_id);
-        if exists && !msg.replace {
-            return Err(Problem::conflict(&msg.request.stm_id));
-        }
-        self.start(msg.request, ctx).map(|s| (s, !exists))
+        let prepared = match self.prepare(msg.request, ctx) {
+            Ok(p) => p,
+            Err(problem) => return AtomicResponse::new(Box::pin(fut::ready(Err(problem)))),
+        };
+        let (coord, node) = (self.coord.clone(), self.node.clone());
+        let request = prepared.request.clone();
+        let replace = msg.replace;
+        let running = self.streams.get(&request.stm_id).map(|e| e.lease.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let put = coord
+                    .put_stream(&request, replace)
+                    .await
+                    .map_err(unavailable)?;
+                if put == Put::Exists {
+                    return Err(Problem::conflict(&request.stm_id));
+                }
+                // A replaced stream is a new run: it gets a new epoch.
+                if let Some(lease) = running {
+                    coord.release(&lease).await.map_err(unavailable)?;
+                }
+                let lease = coord
+                    .acquire(&request.stm_id, &node)
+                    .await
+                    .map_err(unavailable)?;
+                Ok((put, lease))
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let (put, lease) = res?;
+                let created = put == Put::Created;
+                match lease {
+                    Some(lease) => Ok((act.launch(prepared, lease), created)),
+                    None => {
+                        // Another node holds it (a cluster): it is stored and runs there.
+                        act.stop_local(&prepared.request.stm_id, "owned by another node");
+                        Ok((StreamStatus::elsewhere(prepared.view), created))
+                    }
+                }
+            }),
+        ))
     }
 }
 
@@ -172,17 +365,25 @@ impl Handler<Upsert> for StreamRegistry {
 pub struct Remove(pub String);
 
 impl Handler<Remove> for StreamRegistry {
-    type Result = Result<(), Problem>;
+    type Result = AtomicResponse<Self, Result<(), Problem>>;
 
     fn handle(&mut self, Remove(stm_id): Remove, _: &mut Self::Context) -> Self::Result {
-        match self.streams.remove(&stm_id) {
-            Some(e) => {
-                e.supervisor.do_send(Stop);
-                tracing::info!(stm_id = %stm_id, "stream deleted");
-                Ok(())
-            }
-            None => Err(Problem::not_found(&stm_id)),
-        }
+        let coord = self.coord.clone();
+        let id = stm_id.clone();
+        AtomicResponse::new(Box::pin(
+            async move { coord.remove_stream(&id).await }
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let existed = res.map_err(unavailable)?;
+                    let local = act.streams.contains_key(&stm_id);
+                    act.stop_local(&stm_id, "deleted");
+                    if existed || local {
+                        Ok(())
+                    } else {
+                        Err(Problem::not_found(&stm_id))
+                    }
+                }),
+        ))
     }
 }
 
@@ -210,19 +411,38 @@ impl Handler<GetStream> for StreamRegistry {
     }
 }
 
+/// This node's own figures.
 #[derive(Message)]
-#[rtype(result = "NodeStatus")]
+#[rtype(result = "NodeInfo")]
 pub struct GetNode;
 
 impl Handler<GetNode> for StreamRegistry {
     type Result = MessageResult<GetNode>;
 
     fn handle(&mut self, _: GetNode, _: &mut Self::Context) -> Self::Result {
-        MessageResult(NodeStatus {
-            node: self.node.clone(),
-            address: self.address.clone(),
-            streams: self.streams.len(),
-            arbiter_loads: self.pool.loads(),
+        MessageResult(self.node_info())
+    }
+}
+
+/// The live nodes, as the coordinator knows them (`GET /v1/nodes`).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<NodeInfo>, Problem>")]
+pub struct ListNodes;
+
+impl Handler<ListNodes> for StreamRegistry {
+    type Result = ResponseFuture<Result<Vec<NodeInfo>, Problem>>;
+
+    fn handle(&mut self, _: ListNodes, _: &mut Self::Context) -> Self::Result {
+        let coord = self.coord.clone();
+        let me = self.node_info();
+        Box::pin(async move {
+            let mut nodes = coord.nodes().await.map_err(unavailable)?;
+            // Our own figures are fresher than our last heartbeat.
+            match nodes.iter_mut().find(|n| n.node == me.node) {
+                Some(n) => *n = me,
+                None => nodes.push(me),
+            }
+            Ok(nodes)
         })
     }
 }
@@ -262,18 +482,63 @@ impl Handler<Shutdown> for StreamRegistry {
             .collect();
         let n = exits.len();
         tracing::info!(streams = n, "stopping all streams");
+        let leases: Vec<Lease> = self.streams.values().map(|e| e.lease.clone()).collect();
+        let coord = self.coord.clone();
         Box::pin(
             async move {
                 let all = futures_util::future::join_all(exits);
                 if tokio::time::timeout(msg.grace, all).await.is_err() {
                     tracing::warn!(grace = ?msg.grace, "some streams did not stop within the grace period");
                 }
+                // Let go of the leases now rather than at expiry (a cluster peer takes over).
+                for lease in &leases {
+                    if let Err(e) = coord.release(lease).await {
+                        tracing::warn!(stm_id = %lease.stm_id, error = %e, "lease release failed");
+                    }
+                }
             }
             .into_actor(self)
             .map(|_, act, _| {
+                for link in std::mem::take(&mut act.links).into_values() {
+                    link.addr.do_send(Retire);
+                }
                 act.streams.clear();
                 act.pool.stop();
             }),
         )
+    }
+}
+
+/// One live listener of a stream's converted audio, for `GET /v1/streams/{stmId}/listen`:
+/// the frames to come plus the format they are in (for the WAV header).
+#[derive(Debug)]
+pub struct ListenSource {
+    pub listener: crate::output::listen::Listener,
+    pub sample_rate: u32,
+    pub channels: u16,
+}
+
+/// Subscribe to a stream's audio; `None` when this node runs no stream of that id.
+#[derive(Message)]
+#[rtype(result = "Option<ListenSource>")]
+pub struct GetListen(pub String);
+
+impl Handler<GetListen> for StreamRegistry {
+    type Result = Option<ListenSource>;
+
+    fn handle(&mut self, GetListen(id): GetListen, _: &mut Self::Context) -> Self::Result {
+        let e = self.streams.get(&id)?;
+        // A running stream's view is resolved (every output field set); applying it over the
+        // node default only makes that total without an unwrap.
+        let format = e
+            .view
+            .output
+            .as_ref()
+            .map_or(self.defaults.output, |o| o.apply(self.defaults.output));
+        Some(ListenSource {
+            listener: e.stats.listen.subscribe(),
+            sample_rate: format.sample_rate,
+            channels: format.channels,
+        })
     }
 }

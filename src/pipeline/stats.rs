@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+use crate::output::listen::ListenTap;
+
 /// Upper bounds (ms) of the pipeline-latency histogram buckets; a last `+Inf` bucket is
 /// implied. 200 ms chunks put most samples between 150 and 300 ms.
 pub const LATENCY_BUCKETS_MS: [u64; 11] = [10, 25, 50, 100, 150, 200, 300, 500, 1000, 2500, 5000];
@@ -35,6 +37,12 @@ pub struct StreamStats {
     pub latency_us_max: AtomicU64,
     /// Latency samples per bucket (not cumulative); the last slot is `+Inf`.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Live listeners of the converted audio (`GET /v1/streams/{stmId}/listen`). It lives
+    /// here, not in a counter-only struct of its own, because every actor of the stream and
+    /// the registry already share this `Arc`: no new plumbing. The channel closes (ending every
+    /// listener's response) once the registry entry and the stream's actors are all gone, i.e.
+    /// when the stream stops or is replaced.
+    pub listen: ListenTap,
 }
 
 /// A point-in-time copy for printing and serialising.

@@ -24,6 +24,7 @@ use super::stats::{StatsSnapshot, StreamStats};
 use crate::config::{PipelineSettings, StreamSpec};
 use crate::output::envelope::StreamIdentity;
 use crate::output::forwarder::{ForwarderConfig, WsForwarderActor};
+use crate::output::link::WsLinkActor;
 
 /// Upper bound for a graceful stop (DELETE + flush + close handshake).
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -74,6 +75,9 @@ pub struct StreamSupervisor {
     exit: Option<oneshot::Sender<StreamExit>>,
     observer: Option<Recipient<StateChanged>>,
     instance: u64,
+    /// `wsMode: shared`: the node's connection for this stream's consumer URL.
+    shared_link: Option<Addr<WsLinkActor>>,
+    epoch: u64,
 }
 
 impl StreamSupervisor {
@@ -128,12 +132,26 @@ impl StreamSupervisor {
             exit: Some(exit),
             observer,
             instance: 0,
+            shared_link: None,
+            epoch: 0,
         })
     }
 
     /// Tags the state reports of this run (see [`StateChanged::instance`]).
     pub fn with_instance(mut self, instance: u64) -> Self {
         self.instance = instance;
+        self
+    }
+
+    /// The lease epoch this run delivers under (stamped on `extended`/`binary` envelopes).
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Sends on a connection shared with other streams instead of one of its own.
+    pub fn with_shared_link(mut self, link: Addr<WsLinkActor>) -> Self {
+        self.shared_link = Some(link);
         self
     }
 
@@ -291,16 +309,18 @@ impl Actor for StreamSupervisor {
             stm_id: self.spec.stm_id.clone(),
             trace_id: self.spec.trace_id.clone(),
             node: self.settings.node.clone(),
-            epoch: 0,
+            epoch: self.epoch,
         };
         let forwarder = WsForwarderActor::new(
             ForwarderConfig::for_stream(&self.spec, &self.settings),
             identity,
             self.stats.clone(),
             me.clone(),
+            self.shared_link.take(),
         )
         .start();
-        let resampler = ResamplerActor::new(resampler_core, forwarder).start();
+        let resampler =
+            ResamplerActor::new(resampler_core, forwarder, self.stats.listen.clone()).start();
         self.decoder = Some(
             DecoderActor::new(
                 decoder_core,

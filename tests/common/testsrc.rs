@@ -9,11 +9,15 @@ use super::process::{bin_path, ChildGuard};
 /// Starts `whep-bridge testsrc` on a free loopback port with `extra` flags and waits until
 /// `/healthz` answers. Returns the guard and the base URL (`http://127.0.0.1:PORT`).
 pub fn start_testsrc(extra: &[&str]) -> (ChildGuard, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
+    start_testsrc_on(&format!("127.0.0.1:{}", free_port()), extra)
+}
+
+/// [`start_testsrc`] on a given address (e.g. to bring a killed source back on its port).
+pub fn start_testsrc_on(listen: &str, extra: &[&str]) -> (ChildGuard, String) {
     let guard = ChildGuard::spawn(
         "testsrc",
         Command::new(bin_path())
-            .args(["testsrc", "--listen", &listen])
+            .args(["testsrc", "--listen", listen])
             .args(extra),
     )
     .expect("spawn testsrc");

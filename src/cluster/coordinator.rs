@@ -1,0 +1,84 @@
+//! The Coordinator trait: what a node needs from the cluster (SPEC §6).
+//!
+//! The node's [`StreamRegistry`](crate::node::registry::StreamRegistry) never decides alone
+//! which streams exist or who runs them; it asks a coordinator. [`EmbeddedCoordinator`]
+//! answers from memory for a single node (no Redis needed: `serve` and `demo` on their own);
+//! the Redis coordinator implements the same trait for a cluster, so the registry, the API
+//! and the pipeline do not change between the two.
+//!
+//! Methods return boxed futures (the trait is used as `Arc<dyn Coordinator>`, and a network
+//! coordinator's calls are real I/O). Every call may fail with [`CoordError`]: callers keep
+//! running what they run and retry, and the API answers 503.
+//!
+//! [`EmbeddedCoordinator`]: super::embedded::EmbeddedCoordinator
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use super::lease::Lease;
+use crate::api::spec::StreamRequest;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The coordinator could not answer (e.g. Redis unreachable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("coordinator unavailable: {0}")]
+pub struct CoordError(pub String);
+
+/// What [`Coordinator::put_stream`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Created,
+    Replaced,
+    /// `replace` was false and the stream exists: nothing changed.
+    Exists,
+}
+
+/// A node as the cluster sees it (`GET /v1/nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub node: String,
+    /// Where its HTTP API listens.
+    pub address: String,
+    /// Streams it runs.
+    pub streams: usize,
+    /// Streams per arbiter (one arbiter per core).
+    pub arbiter_loads: Vec<usize>,
+}
+
+pub trait Coordinator: Send + Sync + 'static {
+    /// Stores a stream spec (create, or create-or-replace when `replace`).
+    fn put_stream<'a>(
+        &'a self,
+        request: &'a StreamRequest,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<Put, CoordError>>;
+
+    /// Deletes a stream spec (its owner stops it); `false` if it did not exist.
+    fn remove_stream<'a>(&'a self, stm_id: &'a str) -> BoxFuture<'a, Result<bool, CoordError>>;
+
+    /// Every stored spec.
+    fn streams(&self) -> BoxFuture<'_, Result<Vec<StreamRequest>, CoordError>>;
+
+    /// `node` asks to run `stm_id`: a lease with a new epoch, or `None` if another node holds it.
+    fn acquire<'a>(
+        &'a self,
+        stm_id: &'a str,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Lease>, CoordError>>;
+
+    /// Renews leases; returns the ones that are lost (their streams must stop at once).
+    fn renew<'a>(&'a self, leases: &'a [Lease]) -> BoxFuture<'a, Result<Vec<Lease>, CoordError>>;
+
+    /// Gives a lease up (stopped, or handing the stream to another node).
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), CoordError>>;
+
+    /// This node is alive, with its load.
+    fn heartbeat<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, Result<(), CoordError>>;
+
+    /// The live nodes.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, CoordError>>;
+}

@@ -1,0 +1,13 @@
+//! Cluster coordination (SPEC §6): which streams exist and which node runs each.
+//!
+//! - [`coordinator`]: the `Coordinator` trait the node's registry talks to.
+//! - [`lease`]: `LeaseTable`, the lease/epoch rules as a plain state machine.
+//! - [`embedded`]: `EmbeddedCoordinator`, the in-memory single-node implementation.
+
+pub mod coordinator;
+pub mod embedded;
+pub mod lease;
+
+pub use coordinator::{CoordError, Coordinator, NodeInfo, Put};
+pub use embedded::EmbeddedCoordinator;
+pub use lease::Lease;
