@@ -3,6 +3,7 @@
 # all on 127.0.0.1. Prints CPU (% of one core) and RSS of the node process only, total and
 # per stream, for each N. Usage: bash benches/load.sh [N ...]   (default: 1 20 100)
 # Needs: a release build (cargo build --release), curl. Ports: BASE_PORT (default 28000)+{80,88,90}.
+# WS_MODE=shared multiplexes all streams on one consumer connection (default: per-stream).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=target/release/whep-bridge
@@ -10,6 +11,7 @@ B=target/release/whep-bridge
 P=${BASE_PORT:-28000}
 WARM=${WARM_SECS:-10}
 MEASURE=${MEASURE_SECS:-30}
+WS_MODE=${WS_MODE:-per-stream}
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
@@ -23,7 +25,7 @@ for N in "${@:-1 20 100}"; do
     for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:$((P+80))/readyz && break; sleep 0.2; done
     for i in $(seq 1 "$n"); do
       curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' \
-        -d "{\"stmId\":\"s$i\",\"whepUrl\":\"http://127.0.0.1:$((P+88))/whep/s$i\",\"wsUrl\":\"ws://127.0.0.1:$((P+90))/load\"}" \
+        -d "{\"stmId\":\"s$i\",\"whepUrl\":\"http://127.0.0.1:$((P+88))/whep/s$i\",\"wsUrl\":\"ws://127.0.0.1:$((P+90))/load\",\"output\":{\"wsMode\":\"$WS_MODE\"}}" \
         http://127.0.0.1:$((P+80))/v1/streams
     done
     sleep "$WARM"
