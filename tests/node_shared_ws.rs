@@ -18,7 +18,7 @@ use common::ws_sink::{WsMessage, WsSink};
 use serde_json::{json, Value};
 
 const IDS: [&str; 3] = ["sh0", "sh1", "sh2"];
-const OUTAGE: Duration = Duration::from_secs(3);
+const OUTAGE: Duration = Duration::from_secs(5);
 
 fn tones(i: usize) -> [f64; 2] {
     [350.0 + 90.0 * i as f64, 1_100.0 + 70.0 * i as f64]
@@ -85,10 +85,18 @@ fn streams_share_one_connection_and_survive_a_consumer_outage() {
     assert_eq!(conn.path, "/shared");
     assert_eq!(conn.header("authorization"), Some("Bearer shared-secret"));
 
-    // The consumer drops the connection and refuses for 3 s: one reconnect for all streams.
+    // The consumer drops the connection and refuses for 5 s: one reconnect for all streams.
     let crash = Instant::now();
     sink.refuse_for(OUTAGE);
     sink.close_all();
+    // The API shows the outage: consumer down, audio held for replay.
+    std::thread::sleep(Duration::from_millis(2_500));
+    for id in IDS {
+        let v = node.get(id);
+        assert_eq!(v["stats"]["consumerConnected"], false, "{v}");
+        assert!(v["stats"]["bufferedMs"].as_u64() >= Some(2_000), "{v}");
+        assert_eq!(v["state"], "live", "the WHEP side is unaffected: {v}");
+    }
     assert!(
         sink.wait_connections(2, Duration::from_secs(15)),
         "no reconnect\n{}",
@@ -102,6 +110,11 @@ fn streams_share_one_connection_and_survive_a_consumer_outage() {
         let v = node.get(id);
         assert_eq!(v["state"], "live", "{v}");
         assert_eq!(v["stats"]["droppedChunks"], 0, "{v}");
+        assert_eq!(v["stats"]["consumerConnected"], true, "{v}");
+        assert!(
+            v["stats"]["bufferedMs"].as_u64() <= Some(400),
+            "replayed: {v}"
+        );
     }
 
     // One stream leaves; the others keep the same connection.

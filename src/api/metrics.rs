@@ -49,7 +49,7 @@ pub fn render(node: &str, streams: &[StreamStatus]) -> String {
     }
 
     type Get = fn(&StreamStatus) -> f64;
-    let per_stream: [(&str, &str, &str, Get); 11] = [
+    let per_stream: [(&str, &str, &str, Get); 12] = [
         (
             "whep_bridge_rtp_packets_total",
             "counter",
@@ -91,6 +91,12 @@ pub fn render(node: &str, streams: &[StreamStatus]) -> String {
             "counter",
             "Consumer WebSocket connections made.",
             |s| s.stats.ws_connects as f64,
+        ),
+        (
+            "whep_bridge_consumer_connected",
+            "gauge",
+            "1 while the consumer connection is up, 0 during an outage (audio is buffered).",
+            |s| f64::from(u8::from(s.stats.consumer_connected)),
         ),
         (
             "whep_bridge_whep_connects_total",

@@ -137,6 +137,7 @@ impl WsForwarderActor {
         self.conn = Some(conn);
         self.drop_warned = false;
         self.stats.ws_connects.fetch_add(1, Relaxed);
+        self.stats.consumer_connected.store(true, Relaxed);
         let (replay, replay_ms) = (self.buffer.unsent(), self.buffer.unsent_ms());
         match self.outage.take() {
             Some(o) => tracing::info!(
@@ -164,6 +165,7 @@ impl WsForwarderActor {
             return;
         }
         self.conn = None;
+        self.stats.consumer_connected.store(false, Relaxed);
         let unconfirmed = self.buffer.rewind();
         self.update_buffered();
         self.outage.get_or_insert(Outage {
@@ -258,6 +260,7 @@ impl WsForwarderActor {
         }
         self.done = true;
         self.link = None;
+        self.stats.consumer_connected.store(false, Relaxed);
         self.supervisor
             .do_send(ChainEvent::ForwarderFailed { error });
         ctx.stop();
@@ -320,6 +323,7 @@ impl WsForwarderActor {
         }
         self.done = true;
         self.update_buffered();
+        self.stats.consumer_connected.store(false, Relaxed);
         self.supervisor.do_send(ChainEvent::Drained);
         ctx.stop();
     }

@@ -3,7 +3,7 @@
 //! Relaxed atomics: each counter has one writer (the actor that owns that stage) and
 //! readers only need eventually consistent figures for logs, the API and metrics.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
@@ -29,6 +29,8 @@ pub struct StreamStats {
     pub dropped_chunks: AtomicU64,
     /// Successful consumer WebSocket handshakes (the first one plus every reconnect).
     pub ws_connects: AtomicU64,
+    /// The consumer connection is up right now (false during an outage: audio is buffered).
+    pub consumer_connected: AtomicBool,
     pub whep_connects: AtomicU64,
     pub reconnects: AtomicU64,
     /// Sum and count of pipeline latency samples (RTP arrival → WS send), in microseconds.
@@ -59,6 +61,7 @@ pub struct StatsSnapshot {
     pub buffered_ms: u64,
     pub dropped_chunks: u64,
     pub ws_connects: u64,
+    pub consumer_connected: bool,
     pub whep_connects: u64,
     pub reconnects: u64,
     pub latency_avg_ms: f64,
@@ -97,6 +100,7 @@ impl StreamStats {
             buffered_ms: self.buffered_ms.load(Relaxed),
             dropped_chunks: self.dropped_chunks.load(Relaxed),
             ws_connects: self.ws_connects.load(Relaxed),
+            consumer_connected: self.consumer_connected.load(Relaxed),
             whep_connects: self.whep_connects.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             latency_avg_ms: if count == 0 {
