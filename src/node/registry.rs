@@ -480,6 +480,11 @@ impl Handler<Shutdown> for StreamRegistry {
                 e.exit.take()
             })
             .collect();
+        // Shared links close once their last stream has drained (that stream's exit waits
+        // for the close handshake, so the wait below covers it).
+        for link in std::mem::take(&mut self.links).into_values() {
+            link.addr.do_send(Retire);
+        }
         let n = exits.len();
         tracing::info!(streams = n, "stopping all streams");
         let leases: Vec<Lease> = self.streams.values().map(|e| e.lease.clone()).collect();
@@ -499,9 +504,6 @@ impl Handler<Shutdown> for StreamRegistry {
             }
             .into_actor(self)
             .map(|_, act, _| {
-                for link in std::mem::take(&mut act.links).into_values() {
-                    link.addr.do_send(Retire);
-                }
                 act.streams.clear();
                 act.pool.stop();
             }),
