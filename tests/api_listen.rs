@@ -11,92 +11,37 @@ mod common;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::audio::{decode_seed_by_stream, deinterleave, s16le_to_i16};
-use common::net::{free_port, http_request_with, wait_http_ok, HttpResponse};
-use common::process::{bin_path, ChildGuard};
+use common::node::{assert_problem, Node, T};
 use common::spectrum::dominant_frequencies;
 use common::testsrc::start_testsrc;
 use common::ws_sink::WsSink;
 use serde_json::Value;
 
-const T: Duration = Duration::from_secs(10);
 /// The node's default output: 16 kHz mono s16le.
 const RATE: u32 = 16_000;
 const BYTES_PER_SEC: f64 = RATE as f64 * 2.0;
 const TONES: [f64; 2] = [520.0, 1_230.0];
 
-struct Node {
-    guard: ChildGuard,
-    addr: String,
-    token: Option<String>,
+fn create(node: &Node, id: &str, src: &str, sink: &WsSink) {
+    create_with(node, id, src, sink, serde_json::json!({}));
 }
 
-impl Node {
-    fn start(token: Option<&str>) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(bin_path());
-        cmd.args(["serve", "--listen", &addr, "--node-id", "listen-node"])
-            .env("WHEP_BRIDGE_RTC_ALLOWED_IPS", "127.0.0.1");
-        if let Some(t) = token {
-            cmd.env("WHEP_BRIDGE_API_TOKEN", t);
-        }
-        let guard = ChildGuard::spawn("serve", &mut cmd).expect("spawn serve");
-        wait_http_ok(&format!("http://{addr}/readyz"), Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("node not ready: {e}\n{}", guard.log_tail()));
-        Self {
-            guard,
-            addr,
-            token: token.map(str::to_owned),
-        }
-    }
+fn create_with(node: &Node, id: &str, src: &str, sink: &WsSink, output: Value) {
+    let body = serde_json::json!({
+        "stmId": id,
+        "whepUrl": format!("{src}/whep/{id}?freq={}&freq_r={}", TONES[0], TONES[1]),
+        "wsUrl": sink.url("/asr/{stmId}"),
+        "output": output,
+    });
+    let r = node.json("POST", "/v1/streams", &body);
+    assert_eq!(r.status, 201, "{}", r.body_text());
+}
 
-    /// A request with the bearer token when the node has one (unless `anonymous`).
-    fn call(&self, method: &str, path: &str, body: &[u8], anonymous: bool) -> HttpResponse {
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
-        if let (Some(a), false) = (&auth, anonymous) {
-            headers.push(("Authorization", a));
-        }
-        let url = format!("http://{}{path}", self.addr);
-        http_request_with(method, &url, body, &headers, T)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.guard.log_tail()))
-    }
-
-    fn create(&self, id: &str, src: &str, sink: &WsSink) {
-        self.create_with(id, src, sink, serde_json::json!({}));
-    }
-
-    fn create_with(&self, id: &str, src: &str, sink: &WsSink, output: Value) {
-        let body = serde_json::json!({
-            "stmId": id,
-            "whepUrl": format!("{src}/whep/{id}?freq={}&freq_r={}", TONES[0], TONES[1]),
-            "wsUrl": sink.url("/asr/{stmId}"),
-            "output": output,
-        });
-        let r = self.call("POST", "/v1/streams", body.to_string().as_bytes(), false);
-        assert_eq!(r.status, 201, "{}", r.body_text());
-    }
-
-    fn state(&self, id: &str) -> Value {
-        let r = self.call("GET", &format!("/v1/streams/{id}"), b"", false);
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null)
-    }
-
-    fn wait_live(&self, id: &str) {
-        let start = Instant::now();
-        while self.state(id)["state"] != "live" {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "{id} not live: {}\n{}",
-                self.state(id),
-                self.guard.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+fn wait_live(node: &Node, id: &str) {
+    node.wait_state(id, "live", Duration::from_secs(15));
 }
 
 /// A streaming HTTP/1.1 GET read at the pace the test chooses.
@@ -252,24 +197,17 @@ fn assert_tones(pcm: &[i16], what: &str) {
     );
 }
 
-fn assert_problem(r: &HttpResponse, status: u16) {
-    assert_eq!(r.status, status, "{}", r.body_text());
-    assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    let p: Value = serde_json::from_slice(&r.body).expect("problem json");
-    assert_eq!(p["status"], status, "{p}");
-}
-
 #[test]
 fn listen_streams_live_wav_to_many_listeners_without_stalling_the_stream() {
     let sink = WsSink::start();
     let (_src, src) = start_testsrc(&[]);
     let node = Node::start(None);
-    node.create("cam1", &src, &sink);
-    node.wait_live("cam1");
+    create(&node, "cam1", &src, &sink);
+    wait_live(&node, "cam1");
     let path = "/v1/streams/cam1/listen";
 
     // (a) One listener: headers, WAV header, the stream's tones at real-time pace.
-    let mut a = Listen::open(&node.addr, path);
+    let mut a = Listen::open(node.addr(), path);
     let opened = Instant::now();
     assert_eq!(a.status, 200);
     assert_eq!(a.header("content-type"), Some("audio/wav"));
@@ -287,8 +225,8 @@ fn listen_streams_live_wav_to_many_listeners_without_stalling_the_stream() {
     drop(a);
 
     // (b) Two listeners at once both get the whole live audio.
-    let mut b1 = Listen::open(&node.addr, path);
-    let mut b2 = Listen::open(&node.addr, path);
+    let mut b1 = Listen::open(node.addr(), path);
+    let mut b2 = Listen::open(node.addr(), path);
     let opened = Instant::now();
     let t1 = std::thread::spawn(move || {
         b1.read_for(Duration::from_secs(3));
@@ -307,11 +245,11 @@ fn listen_streams_live_wav_to_many_listeners_without_stalling_the_stream() {
 
     // (c) A listener that never reads for 5 s: the consumer keeps its real-time pace and the
     // stream stays live; afterwards the listener still gets fresh audio.
-    let stalled = Listen::request(&node.addr, path);
+    let stalled = Listen::request(node.addr(), path);
     std::thread::sleep(Duration::from_millis(300));
     let from = Instant::now();
     while from.elapsed() < Duration::from_secs(5) {
-        assert_eq!(node.state("cam1")["state"], "live", "stream not live");
+        assert_eq!(node.get("cam1")["state"], "live", "stream not live");
         std::thread::sleep(Duration::from_millis(250));
     }
     let to = Instant::now();
@@ -342,16 +280,17 @@ fn listen_streams_live_wav_to_many_listeners_without_stalling_the_stream() {
 
     // (d) Unknown stream: 404 problem.
     assert_problem(
-        &node.call("GET", "/v1/streams/nope/listen", b"", false),
+        &node.call("GET", "/v1/streams/nope/listen", b"", None),
         404,
+        None,
     );
 
     // The response ends when the stream goes away.
-    let mut last = Listen::open(&node.addr, path);
+    let mut last = Listen::open(node.addr(), path);
     last.read_for(Duration::from_millis(500));
     assert!(last.body.len() > 44, "no audio before DELETE");
     assert_eq!(
-        node.call("DELETE", "/v1/streams/cam1", b"", false).status,
+        node.call("DELETE", "/v1/streams/cam1", b"", None).status,
         204
     );
     last.read_for(Duration::from_secs(10));
@@ -363,22 +302,24 @@ fn listen_takes_the_api_token_as_header_or_query() {
     let sink = WsSink::start();
     let (_src, src) = start_testsrc(&[]);
     let node = Node::start(Some("s3cret/+token"));
-    node.create("cam2", &src, &sink);
-    node.wait_live("cam2");
+    create(&node, "cam2", &src, &sink);
+    wait_live(&node, "cam2");
 
     // (e) Without a token: 401; a wrong one: 401; `?token=` (URL-encoded) or the header: 200.
-    assert_problem(&node.call("GET", "/v1/streams/cam2/listen", b"", true), 401);
+    assert_problem(&node.anonymous("GET", "/v1/streams/cam2/listen"), 401, None);
     assert_problem(
-        &node.call("GET", "/v1/streams/cam2/listen?token=wrong", b"", true),
+        &node.anonymous("GET", "/v1/streams/cam2/listen?token=wrong"),
         401,
+        None,
     );
     // Only the listen route takes the token from the query.
     assert_problem(
-        &node.call("GET", "/v1/streams/cam2?token=s3cret%2F%2Btoken", b"", true),
+        &node.anonymous("GET", "/v1/streams/cam2?token=s3cret%2F%2Btoken"),
         401,
+        None,
     );
     let mut q = Listen::open(
-        &node.addr,
+        node.addr(),
         "/v1/streams/cam2/listen?token=s3cret%2F%2Btoken",
     );
     assert_eq!(q.status, 200);
@@ -386,11 +327,11 @@ fn listen_takes_the_api_token_as_header_or_query() {
     q.read_for(Duration::from_secs(2));
     assert_tones(&q.pcm(), "query-token listener");
 
-    let stream = TcpStream::connect(&node.addr).expect("connect");
+    let stream = TcpStream::connect(node.addr()).expect("connect");
     let mut s = stream;
     let req = format!(
         "GET /v1/streams/cam2/listen HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer s3cret/+token\r\n\r\n",
-        node.addr
+        node.addr()
     );
     s.write_all(req.as_bytes()).expect("send");
     let mut h = Listen::read_head(s);
@@ -407,15 +348,16 @@ fn listen_follows_the_stream_output_format_through_the_resampler() {
     let (_src, src) = start_testsrc(&[]);
     let node = Node::start(None);
     // 44.1 kHz is no Opus rate: decoded at 48 kHz, then resampled (the non-pass-through path).
-    node.create_with(
+    create_with(
+        &node,
         "hifi",
         &src,
         &sink,
         serde_json::json!({"sampleRate": 44_100, "channels": 2}),
     );
-    node.wait_live("hifi");
+    wait_live(&node, "hifi");
 
-    let mut l = Listen::open(&node.addr, "/v1/streams/hifi/listen");
+    let mut l = Listen::open(node.addr(), "/v1/streams/hifi/listen");
     let opened = Instant::now();
     assert_eq!(l.status, 200);
     l.read_for(Duration::from_secs(2));

@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::audio::decode_seed_by_stream;
 use common::continuity::{continuity_report_with, ContinuityConfig};
-use common::net::{free_port, http_get, http_request, wait_http_ok};
-use common::process::{bin_path, ChildGuard};
+use common::net::{http_get, http_request};
+use common::node::Node;
 use common::spectrum::dominant_frequencies;
 use common::testsrc::start_testsrc;
 use common::ws_sink::WsSink;
@@ -27,17 +26,8 @@ fn tones(i: usize) -> [f64; 2] {
 fn twenty_streams_for_twenty_seconds_all_live_all_correct() {
     let sink = WsSink::start();
     let (_src, src) = start_testsrc(&[]);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut node = ChildGuard::spawn(
-        "serve",
-        Command::new(bin_path())
-            .args(["serve", "--listen", &listen, "--node-id", "many"])
-            .env("WHEP_BRIDGE_RTC_ALLOWED_IPS", "127.0.0.1"),
-    )
-    .expect("spawn serve");
-    let base = format!("http://{listen}");
-    wait_http_ok(&format!("{base}/readyz"), Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("node not ready: {e}\n{}", node.log_tail()));
+    let mut node = Node::start(None);
+    let base = node.base.clone();
 
     for i in 0..STREAMS {
         let [l, r] = tones(i);
@@ -75,7 +65,7 @@ fn twenty_streams_for_twenty_seconds_all_live_all_correct() {
         assert!(
             std::time::Instant::now() < deadline,
             "{live}/{STREAMS} live\n{}",
-            node.log_tail()
+            node.guard.log_tail()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -100,9 +90,10 @@ fn twenty_streams_for_twenty_seconds_all_live_all_correct() {
 
     std::thread::sleep(Duration::from_secs(20));
     let status = node
+        .guard
         .terminate(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("node ignored SIGTERM\n{}", node.log_tail()));
-    assert!(status.success(), "{status}\n{}", node.log_tail());
+        .unwrap_or_else(|| panic!("node ignored SIGTERM\n{}", node.guard.log_tail()));
+    assert!(status.success(), "{status}\n{}", node.guard.log_tail());
 
     let msgs = sink.messages();
     let by_stream = decode_seed_by_stream(&msgs);

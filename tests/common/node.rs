@@ -44,6 +44,17 @@ impl Node {
         Self::start_with(token, &[])
     }
 
+    /// `host:port` of the API (for raw TCP clients).
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// A request without the token, even when the node has one.
+    pub fn anonymous(&self, method: &str, path: &str) -> HttpResponse {
+        http_request_with(method, &format!("{}{path}", self.base), b"", &[], T)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.guard.log_tail()))
+    }
+
     /// `GET /v1/streams/{id}` as JSON (`Null` if it is not JSON).
     pub fn get(&self, id: &str) -> Value {
         let r = self.call("GET", &format!("/v1/streams/{id}"), b"", None);
