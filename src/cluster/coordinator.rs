@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lease::Lease;
 use crate::api::spec::StreamRequest;
@@ -37,7 +37,7 @@ pub enum Put {
 }
 
 /// A node as the cluster sees it (`GET /v1/nodes`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub node: String,

@@ -3,10 +3,12 @@
 //! - [`coordinator`]: the `Coordinator` trait the node's registry talks to.
 //! - [`lease`]: `LeaseTable`, the lease/epoch rules as a plain state machine.
 //! - [`embedded`]: `EmbeddedCoordinator`, the in-memory single-node implementation.
+//! - [`redis`]: `RedisCoordinator`, the cluster implementation (keys, Lua scripts).
 
 pub mod coordinator;
 pub mod embedded;
 pub mod lease;
+pub mod redis;
 
 pub use coordinator::{CoordError, Coordinator, NodeInfo, Put};
 pub use embedded::EmbeddedCoordinator;

@@ -3,6 +3,7 @@
 //! One concept per submodule:
 //! - [`net`]: free loopback ports, a dependency-free HTTP GET, `wait_http_ok`.
 //! - [`node`]: `Node`, a `whep-bridge serve` process with API helpers; `assert_problem`.
+//! - [`redis`]: `RedisServer`, a real `redis-server` on a free port.
 //! - [`process`]: `ChildGuard` (kill-on-drop child with captured logs) and `bin_path`.
 //! - [`interop`]: start the independent aiortc WHEP source (`tests/interop/aiortc_whep.py`).
 //! - [`ws_sink`]: `WsSink`, a recording WebSocket consumer that can drop/refuse connections.
@@ -22,6 +23,7 @@ pub mod interop;
 pub mod net;
 pub mod node;
 pub mod process;
+pub mod redis;
 pub mod spectrum;
 pub mod testsrc;
 pub mod tone;

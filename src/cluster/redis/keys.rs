@@ -1,0 +1,67 @@
+//! The Redis key layout of one deployment (SPEC §6). Every key starts with a configurable
+//! prefix, so several deployments can share one Redis.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{p}:streams` | hash | `stmId` → stream spec (the API request JSON) |
+//! | `{p}:lease:{stmId}` | hash, `PEXPIRE` TTL | `node`, `epoch` of the current owner |
+//! | `{p}:epoch:{stmId}` | string counter | last epoch handed out (survives releases) |
+//! | `{p}:nodes` | set | node ids that have sent a heartbeat |
+//! | `{p}:node:{id}` | string, `PEXPIRE` | the node's heartbeat (JSON: address, load) |
+//! | `{p}:events` | pub/sub channel | `put <stmId>`, `del <stmId>`, `released <stmId>` |
+
+/// Key names for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.trim_end_matches(':').to_owned(),
+        }
+    }
+
+    pub fn streams(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+
+    pub fn lease(&self, stm_id: &str) -> String {
+        format!("{}:lease:{stm_id}", self.prefix)
+    }
+
+    pub fn epoch(&self, stm_id: &str) -> String {
+        format!("{}:epoch:{stm_id}", self.prefix)
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    pub fn node(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_prefix_once() {
+        let k = Keys::new("prod-eu:");
+        assert_eq!(k.streams(), "prod-eu:streams");
+        assert_eq!(k.lease("cam:1"), "prod-eu:lease:cam:1");
+        assert_eq!(k.epoch("cam:1"), "prod-eu:epoch:cam:1");
+        assert_eq!(k.nodes(), "prod-eu:nodes");
+        assert_eq!(k.node("n1"), "prod-eu:node:n1");
+        assert_eq!(k.events(), "prod-eu:events");
+        // Two deployments never share a key.
+        assert_ne!(Keys::new("a").lease("s"), Keys::new("b").lease("s"));
+    }
+}
