@@ -1,10 +1,12 @@
 //! Cluster coordination (SPEC §6): which streams exist and which node runs each.
 //!
 //! - [`coordinator`]: the `Coordinator` trait the node's registry talks to.
+//! - [`claim`]: `plan_claims`, which unowned streams a node takes (least-loaded wins).
 //! - [`lease`]: `LeaseTable`, the lease/epoch rules as a plain state machine.
 //! - [`embedded`]: `EmbeddedCoordinator`, the in-memory single-node implementation.
 //! - [`redis`]: `RedisCoordinator`, the cluster implementation (keys, Lua scripts).
 
+pub mod claim;
 pub mod coordinator;
 pub mod embedded;
 pub mod lease;

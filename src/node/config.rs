@@ -37,6 +37,31 @@ pub struct NodeConfig {
     pub whep: WhepSection,
     pub timeouts: TimeoutsSection,
     pub media: MediaSection,
+    pub redis: RedisSection,
+}
+
+/// `[redis]`: the cluster coordinator. Without a URL the node coordinates alone, in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…`; None: embedded coordinator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub prefix: String,
+    pub lease_ttl_secs: f64,
+    pub timeout_secs: f64,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "whep-bridge".to_owned(),
+            lease_ttl_secs: 3.0,
+            timeout_secs: 1.0,
+        }
+    }
 }
 
 /// `[node]`: identity and logging.
@@ -261,6 +286,16 @@ impl NodeConfig {
         self.node.id.as_deref().unwrap_or(FALLBACK_NODE_ID)
     }
 
+    /// The Redis coordinator's settings, when a URL is configured.
+    pub fn redis_settings(&self) -> Option<crate::cluster::redis::RedisSettings> {
+        let url = self.redis.url.as_deref()?;
+        let mut s = crate::cluster::redis::RedisSettings::new(url);
+        s.prefix = self.redis.prefix.clone();
+        s.lease_ttl = secs(self.redis.lease_ttl_secs);
+        s.timeout = secs(self.redis.timeout_secs);
+        Some(s)
+    }
+
     /// The default output format.
     pub fn output_format(&self) -> OutputFormat {
         OutputFormat {
@@ -292,6 +327,34 @@ impl NodeConfig {
             check::check_header_name(name).map_err(|m| ("consumer.ws_headers", m))?;
             check::check_header_value(value)
                 .map_err(|m| ("consumer.ws_headers", format!("header {name:?}: {m}")))?;
+        }
+        if let Some(u) = &self.redis.url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err((
+                    "redis.url",
+                    "must start with redis:// or rediss://".to_owned(),
+                ));
+            }
+            redis::Client::open(u.as_str())
+                .map_err(|e| ("redis.url", format!("not a Redis URL ({:?})", e.kind())))?;
+        }
+        if self.redis.prefix.is_empty()
+            || self.redis.prefix.len() > 64
+            || self.redis.prefix.chars().any(|c| c.is_whitespace())
+        {
+            return Err((
+                "redis.prefix",
+                "must be 1-64 characters without spaces".to_owned(),
+            ));
+        }
+        check_secs("redis.lease_ttl_secs", self.redis.lease_ttl_secs, 0.5)?;
+        check_secs("redis.timeout_secs", self.redis.timeout_secs, 0.05)?;
+        if self.redis.timeout_secs * 2.0 > self.redis.lease_ttl_secs {
+            return Err((
+                "redis.timeout_secs",
+                "must be at most half of redis.lease_ttl_secs (a renewal must fit in the lease)"
+                    .to_owned(),
+            ));
         }
         check_secs("consumer.ws_ping_secs", self.consumer.ws_ping_secs, 0.1)?;
         check_secs(

@@ -355,6 +355,32 @@ pub const KEYS: &[KeyDef] = &[
         Float,
         "No RTP for this long: WHEP is reconnected (SRS keeps a session whose publisher left).",
     ),
+    optional(
+        "redis",
+        "url",
+        Shown::Urls,
+        "Redis of the cluster (redis:// or rediss://, password in the URL is never shown).\n\
+         Unset: the node coordinates alone, in memory (same API, no takeover).",
+        "\"redis://127.0.0.1:6379/0\"",
+    ),
+    key(
+        "redis",
+        "prefix",
+        Str,
+        "Prefix of every Redis key, so several deployments can share one Redis.",
+    ),
+    key(
+        "redis",
+        "lease_ttl_secs",
+        Float,
+        "Stream lease lifetime; owners renew every second, a dead node's streams move after it.",
+    ),
+    key(
+        "redis",
+        "timeout_secs",
+        Float,
+        "Bound on each Redis round trip and connection attempt (at most half the lease TTL).",
+    ),
 ];
 
 /// The key named `section.name`.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::claim::plan_claims;
 use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
 
 use actix::prelude::*;
@@ -47,6 +48,8 @@ const RENEW_EVERY: Duration = Duration::from_secs(1);
 
 struct Entry {
     lease: Lease,
+    /// The spec this run was started from (a different stored spec restarts it).
+    request: StreamRequest,
     view: StreamView,
     supervisor: Addr<StreamSupervisor>,
     instance: u64,
@@ -85,6 +88,8 @@ pub struct StreamRegistry {
     streams: BTreeMap<String, Entry>,
     links: BTreeMap<String, SharedLink>,
     next_instance: u64,
+    /// A coordinator tick is in flight.
+    ticking: bool,
 }
 
 impl StreamStatus {
@@ -118,6 +123,7 @@ impl StreamRegistry {
             streams: BTreeMap::new(),
             links: BTreeMap::new(),
             next_instance: 0,
+            ticking: false,
         }
     }
 
@@ -201,6 +207,7 @@ impl StreamRegistry {
         tracing::info!(stm_id = %stm_id, epoch = lease.epoch, arbiter = placement.index, "stream started");
         let entry = Entry {
             lease,
+            request: p.request,
             view: p.view,
             supervisor: addr,
             instance: p.instance,
@@ -229,32 +236,90 @@ impl StreamRegistry {
     }
 
     /// Every second: renew this node's leases (a lost one stops its stream at once: another
-    /// node may own it now) and send the heartbeat.
-    fn renew(&mut self, ctx: &mut Context<Self>) {
+    /// node may own it now), send the heartbeat, and claim what the cluster needs this node to
+    /// run ([`plan_claims`]): unowned streams while this node is the least loaded, and a fresh
+    /// epoch for streams whose spec changed. One tick at a time; the API keeps being served
+    /// meanwhile.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.ticking {
+            return;
+        }
+        self.ticking = true;
         let leases: Vec<Lease> = self.streams.values().map(|e| e.lease.clone()).collect();
+        let local: BTreeMap<String, StreamRequest> = self
+            .streams
+            .iter()
+            .map(|(id, e)| (id.clone(), e.request.clone()))
+            .collect();
         let info = self.node_info();
         let coord = self.coord.clone();
         async move {
-            let lost = coord.renew(&leases).await;
+            let lost = coord.renew(&leases).await?;
             if let Err(e) = coord.heartbeat(&info).await {
                 tracing::warn!(error = %e, "heartbeat failed");
             }
-            lost
-        }
-        .into_actor(self)
-        .map(|lost, act, _| match lost {
-            Ok(lost) => {
-                for l in lost {
-                    let ours = act.streams.get(&l.stm_id).is_some_and(|e| e.lease == l);
-                    if ours {
-                        tracing::warn!(stm_id = %l.stm_id, epoch = l.epoch, "lease lost");
-                        act.stop_local(&l.stm_id, "lease lost");
+            let stored = coord.streams().await?;
+            let others: Vec<usize> = coord
+                .nodes()
+                .await?
+                .iter()
+                .filter(|n| n.node != info.node)
+                .map(|n| n.streams)
+                .collect();
+            let plan = plan_claims(&stored, &local, &others);
+            for id in &plan.restart {
+                if let Some(lease) = leases.iter().find(|l| &l.stm_id == id) {
+                    coord.release(lease).await?;
+                }
+            }
+            let mut claimed = Vec::new();
+            for id in plan.restart.iter().chain(&plan.claim) {
+                if let Some(lease) = coord.acquire(id, &info.node).await? {
+                    if let Some(spec) = stored.iter().find(|s| &s.stm_id == id) {
+                        claimed.push((spec.clone(), lease));
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            Ok::<_, crate::cluster::CoordError>((lost, claimed))
+        }
+        .into_actor(self)
+        .map(|res, act, ctx| {
+            act.ticking = false;
+            let (lost, claimed) = match res {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "coordinator tick failed");
+                    return;
+                }
+            };
+            for l in lost {
+                if act.streams.get(&l.stm_id).is_some_and(|e| e.lease == l) {
+                    tracing::warn!(stm_id = %l.stm_id, epoch = l.epoch, "lease lost");
+                    act.stop_local(&l.stm_id, "lease lost");
+                }
+            }
+            for (request, lease) in claimed {
+                // Started meanwhile by an API call on this node under this very lease.
+                if act.streams.get(&request.stm_id).is_some_and(|e| e.lease == lease) {
+                    continue;
+                }
+                let id = request.stm_id.clone();
+                match act.prepare(request, ctx) {
+                    Ok(p) => {
+                        tracing::info!(stm_id = %id, epoch = lease.epoch, "claimed");
+                        act.launch(p, lease);
+                    }
+                    Err(problem) => {
+                        tracing::warn!(stm_id = %id, error = %problem.detail, "stored spec cannot run here");
+                        let coord = act.coord.clone();
+                        actix::spawn(async move {
+                            let _ = coord.release(&lease).await;
+                        });
+                    }
+                }
+            }
         })
-        .wait(ctx);
+        .spawn(ctx);
     }
 
     /// The node's shared link for `cfg` (started on first use), and its key.
@@ -294,8 +359,8 @@ impl Actor for StreamRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.renew(ctx);
-        ctx.run_interval(RENEW_EVERY, |act, ctx| act.renew(ctx));
+        self.tick(ctx);
+        ctx.run_interval(RENEW_EVERY, |act, ctx| act.tick(ctx));
     }
 }
 

@@ -5,6 +5,7 @@
 //! connection closed, then the API), so it lives here once.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
@@ -12,6 +13,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
 use crate::api::routes::{configure, ApiState};
+use crate::cluster::redis::RedisCoordinator;
 use crate::node::arbiters::ArbiterPool;
 use crate::node::registry::{Shutdown, StreamRegistry};
 use crate::node::NodeConfig;
@@ -48,7 +50,18 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
     let defaults = cfg.to_defaults();
     let pool = ArbiterPool::per_core();
     tracing::info!(node = %settings.node, listen = %addr, arbiters = pool.len(), "starting node");
-    let registry = StreamRegistry::new(settings, defaults, addr.to_string(), pool).start();
+    let mut registry = StreamRegistry::new(settings, defaults, addr.to_string(), pool);
+    if let Some(redis) = cfg.redis_settings() {
+        tracing::info!(
+            redis = %crate::api::spec::redact_url_str(&redis.url),
+            prefix = %redis.prefix,
+            "cluster coordination through Redis"
+        );
+        let coord = RedisCoordinator::connect_lazy(redis)
+            .map_err(|e| format!("invalid configuration: redis.url: {e}"))?;
+        registry = registry.with_coordinator(Arc::new(coord));
+    }
+    let registry = registry.start();
     let state = ApiState {
         registry: registry.clone(),
         token: cfg.api.token.clone(),

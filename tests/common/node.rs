@@ -20,9 +20,14 @@ pub struct Node {
 impl Node {
     /// Starts a node (node id `node-a`) with the API token, if given, and extra env vars.
     pub fn start_with(token: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::start_as("node-a", token, env)
+    }
+
+    /// [`Node::start_with`] with node id `id`.
+    pub fn start_as(id: &str, token: Option<&str>, env: &[(&str, &str)]) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(bin_path());
-        cmd.args(["serve", "--listen", &listen, "--node-id", "node-a"])
+        cmd.args(["serve", "--listen", &listen, "--node-id", id])
             .env("WHEP_BRIDGE_RTC_ALLOWED_IPS", "127.0.0.1");
         if let Some(t) = token {
             cmd.env("WHEP_BRIDGE_API_TOKEN", t);

@@ -279,3 +279,42 @@ fn rendered_defaults_load_back_to_the_defaults() {
     assert_eq!(c.rtc.udp_port_range.as_deref(), Some("40000-40100"));
     assert!(c.consumer.ws_url.is_some());
 }
+
+#[test]
+fn redis_section_from_env_and_its_errors_name_the_key_without_the_password() {
+    let c = NodeConfig::load(
+        None,
+        env(&[
+            ("WHEP_BRIDGE_REDIS_URL", "redis://:s3cret@127.0.0.1:6390/2"),
+            ("WHEP_BRIDGE_REDIS_PREFIX", "eu-1"),
+        ]),
+        &[],
+    )
+    .expect("valid");
+    let r = c.redis_settings().expect("redis configured");
+    assert_eq!(r.url, "redis://:s3cret@127.0.0.1:6390/2");
+    assert_eq!(r.prefix, "eu-1");
+    assert_eq!(r.lease_ttl, std::time::Duration::from_secs(3));
+    assert!(
+        NodeConfig::default().redis_settings().is_none(),
+        "embedded by default"
+    );
+
+    let e = NodeConfig::load(
+        None,
+        env(&[("WHEP_BRIDGE_REDIS_URL", "http://:s3cret@127.0.0.1:6390")]),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("redis.url") && e.contains("WHEP_BRIDGE_REDIS_URL"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = NodeConfig::load(None, env(&[("WHEP_BRIDGE_REDIS_TIMEOUT_SECS", "2")]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("redis.timeout_secs"), "{e}");
+    assert!(render_defaults().contains("[redis]"));
+}
