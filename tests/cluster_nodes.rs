@@ -133,3 +133,56 @@ fn streams_run_under_leases_and_move_to_the_survivor_when_their_node_dies() {
     assert_eq!(b.get("on-b")["state"], "live");
     assert_eq!(b.get("on-b")["epoch"], 1);
 }
+
+#[test]
+fn sigterm_drains_and_the_other_node_takes_the_stream_over() {
+    let redis = RedisServer::start();
+    let sink = WsSink::start();
+    let (_src, src) = start_testsrc(&[]);
+    let mut a = start_node("node-a", &redis);
+    let b = start_node("node-b", &redis);
+    post(&a, "handed", &src, &sink);
+    a.wait_state("handed", "live", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let asked = Instant::now();
+    let status = a
+        .guard
+        .terminate(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("node-a ignored SIGTERM\n{}", a.guard.log_tail()));
+    assert!(status.success(), "{status}\n{}", a.guard.log_tail());
+    let v = b.wait_state("handed", "live", Duration::from_secs(10));
+    assert_eq!(v["owner"], "node-b", "{v}");
+    assert_eq!(v["epoch"], 2, "{v}");
+
+    // node-a closed its consumer connection cleanly; node-b opened a new one.
+    let mut gap = None;
+    eventually("audio from node-b", Duration::from_secs(10), || {
+        let msgs = sink.messages();
+        let by = decode_seed_by_stream(&msgs);
+        let Some((_, metas)) = by.get("handed") else {
+            return false;
+        };
+        let last_a = metas.iter().rev().find(|m| m.at <= asked).map(|m| m.at);
+        let first_b = metas
+            .iter()
+            .find(|m| m.at > asked + Duration::from_millis(100))
+            .map(|m| m.at);
+        if let (Some(x), Some(y)) = (last_a, first_b) {
+            gap = Some(y.duration_since(x));
+            true
+        } else {
+            false
+        }
+    });
+    assert!(
+        sink.messages().iter().any(|m| m.is_close()),
+        "no clean close from node-a"
+    );
+    let gap = gap.unwrap_or_default();
+    eprintln!(
+        "SIGTERM hand-over: audio gap at the consumer {:.2} s",
+        gap.as_secs_f64()
+    );
+    assert!(gap <= Duration::from_secs(3), "gap {gap:?}");
+}

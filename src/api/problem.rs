@@ -21,6 +21,7 @@ pub mod types {
     pub const UNAUTHORIZED: &str = "urn:whep-bridge:problem:unauthorized";
     pub const INTERNAL: &str = "urn:whep-bridge:problem:internal";
     pub const UNAVAILABLE: &str = "urn:whep-bridge:problem:coordinator-unavailable";
+    pub const DRAINING: &str = "urn:whep-bridge:problem:node-draining";
 }
 
 /// One RFC 9457 problem details object.
@@ -101,6 +102,16 @@ impl Problem {
     /// 503: the cluster coordinator cannot be reached; nothing was changed, retry later.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(types::UNAVAILABLE, "Coordinator unavailable", 503, detail)
+    }
+
+    /// 503: the node is shutting down and takes no new streams (another node will).
+    pub fn draining() -> Self {
+        Self::new(
+            types::DRAINING,
+            "Node shutting down",
+            503,
+            "this node is shutting down; send the request to another node",
+        )
     }
 
     /// 413: the body is larger than the node accepts.

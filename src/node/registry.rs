@@ -90,6 +90,8 @@ pub struct StreamRegistry {
     next_instance: u64,
     /// A coordinator tick is in flight.
     ticking: bool,
+    /// Shutting down: keep renewing what drains, claim and accept nothing new.
+    draining: bool,
 }
 
 impl StreamStatus {
@@ -124,6 +126,7 @@ impl StreamRegistry {
             links: BTreeMap::new(),
             next_instance: 0,
             ticking: false,
+            draining: false,
         }
     }
 
@@ -253,8 +256,12 @@ impl StreamRegistry {
             .collect();
         let info = self.node_info();
         let coord = self.coord.clone();
+        let draining = self.draining;
         async move {
             let lost = coord.renew(&leases).await?;
+            if draining {
+                return Ok((lost, Vec::new()));
+            }
             if let Err(e) = coord.heartbeat(&info).await {
                 tracing::warn!(error = %e, "heartbeat failed");
             }
@@ -380,6 +387,9 @@ impl Handler<Upsert> for StreamRegistry {
     type Result = AtomicResponse<Self, Result<(StreamStatus, bool), Problem>>;
 
     fn handle(&mut self, msg: Upsert, ctx: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(Problem::draining()))));
+        }
         let prepared = match self.prepare(msg.request, ctx) {
             Ok(p) => p,
             Err(problem) => return AtomicResponse::new(Box::pin(fut::ready(Err(problem)))),
@@ -537,6 +547,7 @@ impl Handler<Shutdown> for StreamRegistry {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.draining = true;
         let exits: Vec<_> = self
             .streams
             .values_mut()
