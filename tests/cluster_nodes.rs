@@ -8,7 +8,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::audio::decode_seed_by_stream;
 use common::node::Node;
 use common::redis::RedisServer;
 use common::testsrc::start_testsrc;
@@ -30,6 +29,29 @@ fn post(node: &Node, id: &str, src: &str, sink: &WsSink) {
     let body = json!({"stmId": id, "whepUrl": format!("{src}/whep/{id}"), "wsUrl": sink.url("/c/{stmId}")});
     let r = node.json("POST", "/v1/streams", &body);
     assert_eq!(r.status, 201, "{}", r.body_text());
+}
+
+/// The audio gap of `id` at the consumer across a hand-over at `at`: from the last chunk on a
+/// connection opened before `at` (the old owner) to the first chunk on one opened after it
+/// (the new owner). `None` until both exist.
+fn handover_gap(sink: &WsSink, id: &str, at: Instant) -> Option<Duration> {
+    let conns = sink.connections();
+    let msgs = sink.messages();
+    let needle = format!("\"stmId\":\"{id}\"");
+    let opened_after = |c: usize| conns.get(c).is_some_and(|c| c.opened > at);
+    let chunks = || {
+        msgs.iter()
+            .filter(|m| m.text().is_some_and(|t| t.contains(&needle)))
+    };
+    let last_old = chunks()
+        .filter(|m| !opened_after(m.conn))
+        .map(|m| m.at)
+        .max()?;
+    let first_new = chunks()
+        .filter(|m| opened_after(m.conn))
+        .map(|m| m.at)
+        .min()?;
+    Some(first_new.saturating_duration_since(last_old))
 }
 
 /// Polls until `f` holds (bounded).
@@ -97,27 +119,14 @@ fn streams_run_under_leases_and_move_to_the_survivor_when_their_node_dies() {
         v["epoch"].as_u64() >= Some(2),
         "a takeover is a new epoch: {v}"
     );
-    // The audio resumes at the consumer: chunks of "on-a" arrive again after the gap.
+    // The audio resumes at the consumer, on the survivor's connection.
     let mut gap = None;
     eventually(
         "audio of on-a after the takeover",
         Duration::from_secs(10),
         || {
-            let by = decode_seed_by_stream(&sink.messages());
-            let Some((_, metas)) = by.get("on-a") else {
-                return false;
-            };
-            let before = metas.iter().rev().find(|m| m.at <= killed).map(|m| m.at);
-            let after = metas
-                .iter()
-                .find(|m| m.at > killed + Duration::from_millis(300))
-                .map(|m| m.at);
-            if let (Some(b4), Some(af)) = (before, after) {
-                gap = Some(af.duration_since(b4));
-                true
-            } else {
-                false
-            }
+            gap = handover_gap(&sink, "on-a", killed);
+            gap.is_some()
         },
     );
     let gap = gap.unwrap_or_default();
@@ -158,22 +167,8 @@ fn sigterm_drains_and_the_other_node_takes_the_stream_over() {
     // node-a closed its consumer connection cleanly; node-b opened a new one.
     let mut gap = None;
     eventually("audio from node-b", Duration::from_secs(10), || {
-        let msgs = sink.messages();
-        let by = decode_seed_by_stream(&msgs);
-        let Some((_, metas)) = by.get("handed") else {
-            return false;
-        };
-        let last_a = metas.iter().rev().find(|m| m.at <= asked).map(|m| m.at);
-        let first_b = metas
-            .iter()
-            .find(|m| m.at > asked + Duration::from_millis(100))
-            .map(|m| m.at);
-        if let (Some(x), Some(y)) = (last_a, first_b) {
-            gap = Some(y.duration_since(x));
-            true
-        } else {
-            false
-        }
+        gap = handover_gap(&sink, "handed", asked);
+        gap.is_some()
     });
     assert!(
         sink.messages().iter().any(|m| m.is_close()),

@@ -14,6 +14,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,4 +84,11 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// The live nodes.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, CoordError>>;
+
+    /// Wakes `notify` whenever the cluster changed (a spec stored or deleted, a lease
+    /// released), so the node claims at once instead of on its next tick. A no-op where this
+    /// node is the only one that can change anything (embedded).
+    fn watch(&self, notify: Arc<Notify>) {
+        let _ = notify;
+    }
 }

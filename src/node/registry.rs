@@ -19,7 +19,7 @@ use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
 
 use actix::prelude::*;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::arbiters::{ArbiterPool, Placement};
 use crate::api::problem::Problem;
@@ -90,6 +90,8 @@ pub struct StreamRegistry {
     next_instance: u64,
     /// A coordinator tick is in flight.
     ticking: bool,
+    /// A change arrived during that tick: run another one right after it.
+    tick_again: bool,
     /// Shutting down: keep renewing what drains, claim and accept nothing new.
     draining: bool,
 }
@@ -126,6 +128,7 @@ impl StreamRegistry {
             links: BTreeMap::new(),
             next_instance: 0,
             ticking: false,
+            tick_again: false,
             draining: false,
         }
     }
@@ -292,6 +295,9 @@ impl StreamRegistry {
         .into_actor(self)
         .map(|res, act, ctx| {
             act.ticking = false;
+            if std::mem::take(&mut act.tick_again) {
+                ctx.notify(Wake);
+            }
             let (lost, claimed) = match res {
                 Ok(r) => r,
                 Err(e) => {
@@ -368,7 +374,43 @@ impl Actor for StreamRegistry {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.tick(ctx);
         ctx.run_interval(RENEW_EVERY, |act, ctx| act.tick(ctx));
+        // Cluster changes (a stream stored elsewhere, a lease released) wake a tick at once.
+        let notify = Arc::new(Notify::new());
+        self.coord.watch(notify.clone());
+        ctx.add_stream(futures_util::stream::unfold(notify, |n| async move {
+            n.notified().await;
+            Some((ClusterChanged, n))
+        }));
     }
+}
+
+/// Run a tick now (queued behind the current message).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+impl Handler<Wake> for StreamRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.tick(ctx);
+    }
+}
+
+/// Something changed in the cluster (see [`Coordinator::watch`]).
+struct ClusterChanged;
+
+impl StreamHandler<ClusterChanged> for StreamRegistry {
+    fn handle(&mut self, _: ClusterChanged, ctx: &mut Self::Context) {
+        if self.ticking {
+            self.tick_again = true;
+        } else {
+            self.tick(ctx);
+        }
+    }
+
+    /// The watch never ends; if it did, the periodic tick still runs.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 fn unavailable(e: crate::cluster::CoordError) -> Problem {

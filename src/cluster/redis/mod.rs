@@ -9,10 +9,13 @@
 pub mod keys;
 pub mod scripts;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+
+use tokio::sync::Notify;
 
 use super::coordinator::{BoxFuture, CoordError, Coordinator, NodeInfo, Put};
 use super::lease::Lease;
@@ -54,6 +57,7 @@ struct Scripts {
 }
 
 pub struct RedisCoordinator {
+    client: redis::Client,
     con: ConnectionManager,
     keys: Keys,
     settings: RedisSettings,
@@ -79,8 +83,9 @@ impl RedisCoordinator {
             .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(1)
             .set_max_delay(settings.timeout);
-        let con = ConnectionManager::new_lazy_with_config(client, config).map_err(err)?;
+        let con = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(err)?;
         Ok(Self {
+            client,
             con,
             keys: Keys::new(&settings.prefix),
             settings,
@@ -96,6 +101,38 @@ impl RedisCoordinator {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+}
+
+/// How long the watcher waits before subscribing again after losing Redis.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// Subscribes to the events channel and wakes `notify` on every message, for ever: a lost
+/// subscription is retried every second (the periodic tick covers the gap).
+async fn watch_events(
+    client: redis::Client,
+    channel: String,
+    timeout: Duration,
+    notify: Arc<Notify>,
+) {
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+            Ok(Ok(mut pubsub)) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    tracing::debug!(%channel, "watching cluster events");
+                    let mut messages = pubsub.on_message();
+                    while messages.next().await.is_some() {
+                        notify.notify_one();
+                    }
+                    tracing::warn!("cluster event subscription ended; resubscribing");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to cluster events"),
+            },
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot subscribe to cluster events"),
+            Err(_) => tracing::warn!(?timeout, "cluster event subscription timed out"),
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
     }
 }
 
@@ -276,5 +313,14 @@ impl Coordinator for RedisCoordinator {
             out.sort_by(|a, b| a.node.cmp(&b.node));
             Ok(out)
         })
+    }
+
+    fn watch(&self, notify: Arc<Notify>) {
+        tokio::spawn(watch_events(
+            self.client.clone(),
+            self.keys.events(),
+            self.settings.timeout,
+            notify,
+        ));
     }
 }
