@@ -181,3 +181,17 @@ fn sigterm_drains_and_the_other_node_takes_the_stream_over() {
     );
     assert!(gap <= Duration::from_secs(3), "gap {gap:?}");
 }
+
+#[test]
+fn two_nodes_with_one_id_are_reported() {
+    let redis = RedisServer::start();
+    let a = start_node("twin", &redis);
+    let b = start_node("twin", &redis);
+    eventually("the clash is logged", Duration::from_secs(6), || {
+        [&a, &b].iter().any(|n| {
+            n.guard
+                .output()
+                .contains("another live node uses this node.id")
+        })
+    });
+}

@@ -265,13 +265,24 @@ impl StreamRegistry {
             if draining {
                 return Ok((lost, Vec::new()));
             }
+            // Read before writing our own heartbeat: a twin's entry is still visible then.
+            let nodes = coord.nodes().await?;
             if let Err(e) = coord.heartbeat(&info).await {
                 tracing::warn!(error = %e, "heartbeat failed");
             }
             let stored = coord.streams().await?;
-            let others: Vec<usize> = coord
-                .nodes()
-                .await?
+            // Two processes heartbeating one id would each take the other's leases as their
+            // own: say so loudly (the address tells them apart).
+            if let Some(twin) = nodes
+                .iter()
+                .find(|n| n.node == info.node && n.address != info.address)
+            {
+                tracing::error!(
+                    node = %info.node, other = %twin.address,
+                    "another live node uses this node.id; give every node its own id"
+                );
+            }
+            let others: Vec<usize> = nodes
                 .iter()
                 .filter(|n| n.node != info.node)
                 .map(|n| n.streams)
