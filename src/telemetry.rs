@@ -12,8 +12,18 @@ pub enum LogFormat {
 
 /// Installs the global subscriber once; later calls are no-ops (tests start many nodes).
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_srtp=error,webrtc_mdns=error,dtls=error"));
+    init_logging_at(format, "info");
+}
+
+/// [`init_logging`] with another default level for our own lines (`RUST_LOG` still wins;
+/// webrtc-rs internals stay at `error` either way).
+pub fn init_logging_at(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{level},webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_srtp=error,\
+             webrtc_mdns=error,dtls=error"
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

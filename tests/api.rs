@@ -264,11 +264,7 @@ fn sigterm_drains_the_streams() {
     for id in ["d1", "d2", "d3"] {
         node.wait_state(id, "live", Duration::from_secs(15));
     }
-    let status = node
-        .guard
-        .terminate(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("node ignored SIGTERM\n{}", node.guard.log_tail()));
-    assert!(status.success(), "{status}\n{}", node.guard.log_tail());
+    node.stop(Duration::from_secs(15));
     // Every consumer connection got a close frame (clean WS close).
     let closes = sink.messages().iter().filter(|m| m.is_close()).count();
     assert_eq!(closes, 3, "{}", node.guard.log_tail());

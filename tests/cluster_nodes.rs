@@ -155,11 +155,7 @@ fn sigterm_drains_and_the_other_node_takes_the_stream_over() {
     std::thread::sleep(Duration::from_secs(2));
 
     let asked = Instant::now();
-    let status = a
-        .guard
-        .terminate(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("node-a ignored SIGTERM\n{}", a.guard.log_tail()));
-    assert!(status.success(), "{status}\n{}", a.guard.log_tail());
+    a.stop(Duration::from_secs(15));
     let v = b.wait_state("handed", "live", Duration::from_secs(10));
     assert_eq!(v["owner"], "node-b", "{v}");
     assert_eq!(v["epoch"], 2, "{v}");

@@ -89,11 +89,7 @@ fn twenty_streams_for_twenty_seconds_all_live_all_correct() {
     );
 
     std::thread::sleep(Duration::from_secs(20));
-    let status = node
-        .guard
-        .terminate(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("node ignored SIGTERM\n{}", node.guard.log_tail()));
-    assert!(status.success(), "{status}\n{}", node.guard.log_tail());
+    node.stop(Duration::from_secs(20));
 
     let msgs = sink.messages();
     let by_stream = decode_seed_by_stream(&msgs);

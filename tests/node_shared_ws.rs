@@ -124,11 +124,7 @@ fn streams_share_one_connection_and_survive_a_consumer_outage() {
     assert_eq!(sink.connection_count(), 2);
     assert_eq!(sink.open_count(), 1, "the shared connection stays open");
 
-    let status = node
-        .guard
-        .terminate(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("node ignored SIGTERM\n{}", node.guard.log_tail()));
-    assert!(status.success(), "{status}\n{}", node.guard.log_tail());
+    node.stop(Duration::from_secs(15));
     let msgs = sink.messages();
     // The last stream out closed the shared connection, once.
     assert_eq!(msgs.iter().filter(|m| m.is_close()).count(), 1);

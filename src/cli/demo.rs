@@ -16,7 +16,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tracing_subscriber::EnvFilter;
 
 use crate::node::registry::ListStreams;
 use crate::node::service::{self, RunningNode};
@@ -58,20 +57,7 @@ pub struct DemoArgs {
 /// Logging for the demo: warnings only unless `RUST_LOG` says otherwise, so the table is
 /// not buried under the node's, the source's and the sink's info lines.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(
-            "warn,webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_srtp=error,\
-             webrtc_mdns=error,dtls=error",
-        )
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    crate::telemetry::init_logging_at(format, "warn");
 }
 
 /// Runs the demo; `Ok(true)` on PASS.

@@ -134,14 +134,6 @@ impl ReplayBuffer {
         n
     }
 
-    /// The consumer confirmed everything written so far (it answered our Close).
-    pub fn confirm_all(&mut self) -> usize {
-        match self.ack_token() {
-            Some(token) => self.confirm_before(token),
-            None => 0,
-        }
-    }
-
     /// The token to put in a ping: one past the last in-flight `seq`, `None` when nothing
     /// is in flight.
     pub fn ack_token(&self) -> Option<u64> {
@@ -320,7 +312,8 @@ mod tests {
         assert_eq!(b.confirm_before(3), 1);
         assert_eq!(b.rewind(), 4);
         assert_eq!(drain_seqs(&mut b), vec![3, 4, 5, 6]);
-        assert_eq!(b.confirm_all(), 4);
+        assert_eq!(b.ack_token(), Some(7));
+        assert_eq!(b.confirm_before(7), 4);
         assert!(b.is_empty());
     }
 

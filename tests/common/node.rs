@@ -60,6 +60,15 @@ impl Node {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.guard.log_tail()))
     }
 
+    /// SIGTERM; the node must exit 0 within `grace` (it drains its streams first).
+    pub fn stop(&mut self, grace: Duration) {
+        let status = self
+            .guard
+            .terminate(grace)
+            .unwrap_or_else(|| panic!("node ignored SIGTERM\n{}", self.guard.log_tail()));
+        assert!(status.success(), "{status}\n{}", self.guard.log_tail());
+    }
+
     /// `GET /v1/streams/{id}` as JSON (`Null` if it is not JSON).
     pub fn get(&self, id: &str) -> Value {
         let r = self.call("GET", &format!("/v1/streams/{id}"), b"", None);
