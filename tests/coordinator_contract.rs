@@ -15,6 +15,7 @@ use common::redis::RedisServer;
 use whep_bridge::api::spec::StreamRequest;
 use whep_bridge::cluster::redis::{RedisCoordinator, RedisSettings};
 use whep_bridge::cluster::{Coordinator, EmbeddedCoordinator, NodeInfo, Put};
+use whep_bridge::pipeline::messages::StreamState;
 
 fn run<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -48,6 +49,8 @@ async fn contract(c: &dyn Coordinator) {
     assert_eq!(c.put_stream(&a, false).await.ok(), Some(Put::Exists));
     let b = request("cam:1", "b");
     assert_eq!(c.put_stream(&b, true).await.ok(), Some(Put::Replaced));
+    // Storing the same spec again changes nothing (idempotent PUT, repeated jobs).
+    assert_eq!(c.put_stream(&b, true).await.ok(), Some(Put::Unchanged));
     assert_eq!(
         c.put_stream(&request("cam:2", "c"), true).await.ok(),
         Some(Put::Created)
@@ -85,6 +88,8 @@ async fn contract(c: &dyn Coordinator) {
         .expect("ok")
         .expect("granted");
     assert_eq!(l2.epoch, 2);
+    assert_eq!(c.owner("cam:1").await.ok(), Some(Some(l2.clone())));
+    assert_eq!(c.owner("cam:2").await.ok(), Some(None), "never acquired");
     // A stale holder can neither renew nor release the new owner's lease.
     c.release(&l1).await.expect("release");
     assert!(c
@@ -111,6 +116,7 @@ async fn contract(c: &dyn Coordinator) {
         address: "127.0.0.1:8080".into(),
         streams: 3,
         arbiter_loads: vec![2, 1],
+        stream_states: [("cam:2".to_owned(), StreamState::Live)].into(),
     };
     c.heartbeat(&info).await.expect("heartbeat");
     assert_eq!(c.nodes().await.expect("nodes"), vec![info]);

@@ -14,9 +14,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
+use super::forward;
 use super::problem::Problem;
 use super::routes::{problem, registry_gone, ApiState};
-use crate::node::registry::{GetListen, ListenSource};
+use crate::node::registry::{GetListen, ListenSource, Locate};
 use crate::output::listen::Listener;
 use crate::output::wav::streaming_header;
 
@@ -32,8 +33,28 @@ pub(super) async fn listen(
             tracing::debug!(stm_id = %id, "listener joined");
             wav_response(source)
         }
-        Ok(None) => problem(Problem::not_found(&id), &req),
+        Ok(None) if forward::is_forwarded(&req) => problem(Problem::not_found(&id), &req),
+        Ok(None) => from_owner(&state, &req, &id).await,
         Err(e) => problem(registry_gone(e), &req),
+    }
+}
+
+/// A stream another node runs: its audio, streamed through from the owner.
+async fn from_owner(state: &ApiState, req: &HttpRequest, id: &str) -> HttpResponse {
+    match state.registry.send(Locate(id.to_owned())).await {
+        Ok(Ok(Some(elsewhere))) => match elsewhere.address {
+            Some(address) => match forward::stream(&address, req).await {
+                Ok(resp) => resp,
+                Err(p) => problem(p, req),
+            },
+            None => problem(
+                Problem::unavailable(format!("stream {id:?} has no running owner right now")),
+                req,
+            ),
+        },
+        Ok(Ok(None)) => problem(Problem::not_found(id), req),
+        Ok(Err(p)) => problem(p, req),
+        Err(e) => problem(registry_gone(e), req),
     }
 }
 

@@ -15,10 +15,11 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::forward;
 use super::problem::{Problem, CONTENT_TYPE};
 use super::spec::parse_stream_request;
 use crate::node::registry::{
-    GetNode, GetStream, ListNodes, ListStreams, Remove, StreamRegistry, Upsert,
+    GetNode, GetStream, ListCluster, ListNodes, ListStreams, Locate, Remove, StreamRegistry, Upsert,
 };
 
 /// Shared by every handler.
@@ -212,9 +213,11 @@ async fn replace(
     upsert(state, req, payload, Some(path.into_inner())).await
 }
 
+/// Every stream of the cluster, whichever node runs it.
 async fn list(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
-    match state.registry.send(ListStreams).await {
-        Ok(streams) => json(StatusCode::OK, &streams),
+    match state.registry.send(ListCluster).await {
+        Ok(Ok(streams)) => json(StatusCode::OK, &streams),
+        Ok(Err(p)) => problem(p, &req),
         Err(e) => problem(registry_gone(e), &req),
     }
 }
@@ -226,8 +229,24 @@ async fn get(
 ) -> HttpResponse {
     let id = path.into_inner();
     match state.registry.send(GetStream(id.clone())).await {
-        Ok(Some(s)) => json(StatusCode::OK, &s),
-        Ok(None) => problem(Problem::not_found(&id), &req),
+        Ok(Some(s)) => return json(StatusCode::OK, &s),
+        Ok(None) => {}
+        Err(e) => return problem(registry_gone(e), &req),
+    }
+    // Another node's: its owner has the live figures; the coordinator has the rest.
+    match state.registry.send(Locate(id.clone())).await {
+        Ok(Ok(Some(elsewhere))) => {
+            if let Some(address) = elsewhere.address.filter(|_| !forward::is_forwarded(&req)) {
+                if let Some(body) = forward::get_json(&address, req.path(), &req).await {
+                    return HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(body);
+                }
+            }
+            json(StatusCode::OK, &elsewhere.status)
+        }
+        Ok(Ok(None)) => problem(Problem::not_found(&id), &req),
+        Ok(Err(p)) => problem(p, &req),
         Err(e) => problem(registry_gone(e), &req),
     }
 }

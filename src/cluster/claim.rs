@@ -22,6 +22,12 @@ pub struct ClaimPlan {
     pub restart: Vec<String>,
 }
 
+/// Should a node running `load` streams take one more, given the other live nodes' loads?
+/// Yes while it is (one of) the least loaded; a lone node always does.
+pub fn is_least_loaded(load: usize, others: &[usize]) -> bool {
+    others.iter().min().is_none_or(|&min| load <= min)
+}
+
 /// `stored`: every spec in the coordinator. `local`: what this node runs, with the spec it
 /// runs. `others`: the loads (streams) of the other live nodes.
 pub fn plan_claims(
@@ -30,14 +36,13 @@ pub fn plan_claims(
     others: &[usize],
 ) -> ClaimPlan {
     let mut plan = ClaimPlan::default();
-    let floor = others.iter().copied().min();
     let mut load = local.len();
     for spec in stored {
         match local.get(&spec.stm_id) {
             Some(running) if running != spec => plan.restart.push(spec.stm_id.clone()),
             Some(_) => {}
             None => {
-                if floor.is_none_or(|min| load <= min) {
+                if is_least_loaded(load, others) {
                     plan.claim.push(spec.stm_id.clone());
                     load += 1;
                 }

@@ -15,6 +15,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use std::collections::BTreeMap;
 
 use tokio::sync::Notify;
 
@@ -22,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lease::Lease;
 use crate::api::spec::StreamRequest;
+use crate::pipeline::messages::StreamState;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -37,6 +41,8 @@ pub enum Put {
     Replaced,
     /// `replace` was false and the stream exists: nothing changed.
     Exists,
+    /// `replace` was true and the stored spec is the same: nothing changed (idempotent).
+    Unchanged,
 }
 
 /// A node as the cluster sees it (`GET /v1/nodes`).
@@ -50,6 +56,10 @@ pub struct NodeInfo {
     pub streams: usize,
     /// Streams per arbiter (one arbiter per core).
     pub arbiter_loads: Vec<usize>,
+    /// The state of each stream it runs (as of this heartbeat), for the cluster-wide
+    /// `GET /v1/streams` on any node.
+    #[serde(default)]
+    pub stream_states: BTreeMap<String, StreamState>,
 }
 
 pub trait Coordinator: Send + Sync + 'static {
@@ -73,6 +83,9 @@ pub trait Coordinator: Send + Sync + 'static {
         node: &'a str,
     ) -> BoxFuture<'a, Result<Option<Lease>, CoordError>>;
 
+    /// Who holds `stm_id`'s lease now, if anyone.
+    fn owner<'a>(&'a self, stm_id: &'a str) -> BoxFuture<'a, Result<Option<Lease>, CoordError>>;
+
     /// Renews leases; returns the ones that are lost (their streams must stop at once).
     fn renew<'a>(&'a self, leases: &'a [Lease]) -> BoxFuture<'a, Result<Vec<Lease>, CoordError>>;
 
@@ -84,6 +97,14 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// The live nodes.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, CoordError>>;
+
+    /// How long a lease lives without renewal.
+    fn lease_ttl(&self) -> Duration;
+
+    /// The longest a single call may take before it fails (0 for in-memory coordinators).
+    fn call_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
 
     /// Wakes `notify` whenever the cluster changed (a spec stored or deleted, a lease
     /// released), so the node claims at once instead of on its next tick. A no-op where this

@@ -26,6 +26,7 @@ struct State {
 
 pub struct EmbeddedCoordinator {
     state: Mutex<State>,
+    lease_ttl: Duration,
 }
 
 impl Default for EmbeddedCoordinator {
@@ -42,6 +43,7 @@ impl EmbeddedCoordinator {
                 leases: LeaseTable::new(lease_ttl),
                 nodes: BTreeMap::new(),
             }),
+            lease_ttl,
         }
     }
 
@@ -57,6 +59,10 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
 }
 
 impl Coordinator for EmbeddedCoordinator {
+    fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
     fn put_stream<'a>(
         &'a self,
         request: &'a StreamRequest,
@@ -65,10 +71,11 @@ impl Coordinator for EmbeddedCoordinator {
         let mut s = self.lock();
         let put = match s.specs.get(&request.stm_id) {
             Some(_) if !replace => Put::Exists,
+            Some(stored) if stored == request => Put::Unchanged,
             Some(_) => Put::Replaced,
             None => Put::Created,
         };
-        if put != Put::Exists {
+        if matches!(put, Put::Created | Put::Replaced) {
             s.specs.insert(request.stm_id.clone(), request.clone());
         }
         ready(Ok(put))
@@ -113,6 +120,10 @@ impl Coordinator for EmbeddedCoordinator {
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), CoordError>> {
         self.lock().leases.release(lease);
         ready(Ok(()))
+    }
+
+    fn owner<'a>(&'a self, stm_id: &'a str) -> BoxFuture<'a, Result<Option<Lease>, CoordError>> {
+        ready(Ok(self.lock().leases.holder(stm_id, Instant::now())))
     }
 
     fn heartbeat<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, Result<(), CoordError>> {
@@ -206,6 +217,7 @@ mod tests {
             address: "127.0.0.1:8080".into(),
             streams: 2,
             arbiter_loads: vec![1, 1],
+            stream_states: BTreeMap::new(),
         };
         block(c.heartbeat(&info)).expect("heartbeat");
         assert_eq!(block(c.nodes()).expect("nodes"), vec![info]);

@@ -1,6 +1,7 @@
 //! Cluster coordination (SPEC §6): which streams exist and which node runs each.
 //!
 //! - [`coordinator`]: the `Coordinator` trait the node's registry talks to.
+//! - [`fence`]: `FenceClock`, when to hold delivery (self-fencing) and when to claim orphans.
 //! - [`claim`]: `plan_claims`, which unowned streams a node takes (least-loaded wins).
 //! - [`lease`]: `LeaseTable`, the lease/epoch rules as a plain state machine.
 //! - [`embedded`]: `EmbeddedCoordinator`, the in-memory single-node implementation.
@@ -9,6 +10,7 @@
 pub mod claim;
 pub mod coordinator;
 pub mod embedded;
+pub mod fence;
 pub mod lease;
 pub mod redis;
 

@@ -97,6 +97,9 @@ impl From<LogStyle> for LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     pub listen: SocketAddr,
+    /// `host:port` peers reach this node's API at (None: derived from `listen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
     /// Bearer token required on `/v1/*` (None: no authentication).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -107,6 +110,7 @@ impl Default for ApiSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            advertise: None,
             token: None,
             max_body_bytes: 65_536,
         }
@@ -313,6 +317,20 @@ impl NodeConfig {
         }
         if let Some(t) = &self.api.token {
             check::check_token(t).map_err(|m| ("api.token", m))?;
+        }
+        if let Some(a) = &self.api.advertise {
+            let port = a.rsplit_once(':').and_then(|(h, p)| {
+                let host_ok = !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c));
+                p.parse::<u16>().ok().filter(|p| host_ok && *p > 0)
+            });
+            if port.is_none() {
+                return Err((
+                    "api.advertise",
+                    "expected host:port (e.g. 10.0.0.12:8080)".to_owned(),
+                ));
+            }
         }
         if !(1_024..=16 << 20).contains(&self.api.max_body_bytes) {
             return Err((

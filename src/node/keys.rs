@@ -196,6 +196,16 @@ pub const KEYS: &[KeyDef] = &[
     ),
     optional(
         "api",
+        "advertise",
+        Shown::Plain,
+        "host:port other nodes use to reach this node's API (GET and /listen of a stream\n\
+         another node runs are forwarded there). Default: api.listen, or when that listens\n\
+         on every interface (0.0.0.0 / ::), the host name with the listen port.\n\
+         In Kubernetes, set it from the pod IP.",
+        "\"10.0.0.12:8080\"",
+    ),
+    optional(
+        "api",
         "token",
         Shown::Secret,
         "Bearer token required on /v1/* (unset: no authentication).\n\

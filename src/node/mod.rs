@@ -10,6 +10,7 @@ pub mod keys;
 mod load;
 pub mod registry;
 pub mod service;
+mod tick;
 
 pub use config::{NodeConfig, FALLBACK_NODE_ID};
 pub use keys::{render_defaults, unknown_env_vars};

@@ -12,9 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::cluster::claim::plan_claims;
+use crate::cluster::claim::is_least_loaded;
+use crate::cluster::fence::{FenceClock, Reachability};
 use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
 
 use actix::prelude::*;
@@ -22,9 +23,11 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use super::arbiters::{ArbiterPool, Placement};
+use super::tick::{run_tick, LostFate, TickInput, TickOutcome};
 use crate::api::problem::Problem;
 use crate::api::spec::{NodeDefaults, StreamRequest, StreamView, WsMode};
 use crate::config::{EnvelopeKind, PipelineSettings};
+use crate::output::forwarder::{Hold, Resume};
 use crate::output::link::{LinkConfig, Retire, WsLinkActor};
 use crate::pipeline::messages::StreamState;
 use crate::pipeline::stats::{StatsSnapshot, StreamStats};
@@ -94,7 +97,12 @@ pub struct StreamRegistry {
     tick_again: bool,
     /// Shutting down: keep renewing what drains, claim and accept nothing new.
     draining: bool,
+    /// Self-fencing and the post-outage claim pause.
+    fence: FenceClock,
 }
+
+/// How often the registry checks whether delivery must be held.
+const FENCE_CHECK_EVERY: Duration = Duration::from_millis(200);
 
 impl StreamStatus {
     /// A stored stream that another node runs (its figures are on that node).
@@ -108,6 +116,32 @@ impl StreamStatus {
             last_error: None,
         }
     }
+
+    /// A stored stream as the coordinator sees it: its owner's lease and the state of that
+    /// owner's last heartbeat (`starting` while nobody owns it).
+    fn from_cluster(request: &StreamRequest, owner: Option<&Lease>, nodes: &[NodeInfo]) -> Self {
+        let mut status = Self::elsewhere(StreamView::from_request(request));
+        if let Some(lease) = owner {
+            status.owner = lease.node.clone();
+            status.epoch = lease.epoch;
+            if let Some(state) = nodes
+                .iter()
+                .find(|n| n.node == lease.node)
+                .and_then(|n| n.stream_states.get(&request.stm_id))
+            {
+                status.state = *state;
+            }
+        }
+        status
+    }
+}
+
+/// A stream this node does not run, as the cluster knows it.
+#[derive(Debug, Clone)]
+pub struct Elsewhere {
+    pub status: StreamStatus,
+    /// Its owner's API (`host:port`), when it has a live owner.
+    pub address: Option<String>,
 }
 
 impl StreamRegistry {
@@ -117,8 +151,10 @@ impl StreamRegistry {
         address: String,
         pool: ArbiterPool,
     ) -> Self {
+        let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::default());
         Self {
-            coord: Arc::new(EmbeddedCoordinator::default()),
+            fence: Self::fence_for(coord.as_ref()),
+            coord,
             node: settings.node.clone(),
             address,
             settings: Arc::new(settings),
@@ -146,8 +182,14 @@ impl StreamRegistry {
 
     /// Uses `coord` instead of the embedded coordinator (a cluster).
     pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> Self {
+        self.fence = Self::fence_for(coord.as_ref());
         self.coord = coord;
         self
+    }
+
+    fn fence_for(coord: &dyn Coordinator) -> FenceClock {
+        let ttl = coord.lease_ttl();
+        FenceClock::new(ttl, FenceClock::margin_for(ttl, coord.call_timeout()))
     }
 
     fn node_info(&self) -> NodeInfo {
@@ -156,6 +198,11 @@ impl StreamRegistry {
             address: self.address.clone(),
             streams: self.streams.len(),
             arbiter_loads: self.pool.loads(),
+            stream_states: self
+                .streams
+                .iter()
+                .map(|(id, e)| (id.clone(), e.state))
+                .collect(),
         }
     }
 
@@ -198,6 +245,7 @@ impl StreamRegistry {
 
     /// Starts a prepared stream under `lease`, replacing a local run of the same id.
     fn launch(&mut self, p: Prepared, lease: Lease) -> StreamStatus {
+        self.fence.on_acquired(Instant::now());
         let stm_id = p.request.stm_id.clone();
         let supervisor = p.supervisor.with_epoch(lease.epoch);
         let (supervisor, link_key) = match p.link {
@@ -241,109 +289,139 @@ impl StreamRegistry {
         }
     }
 
-    /// Every second: renew this node's leases (a lost one stops its stream at once: another
-    /// node may own it now), send the heartbeat, and claim what the cluster needs this node to
-    /// run ([`plan_claims`]): unowned streams while this node is the least loaded, and a fresh
-    /// epoch for streams whose spec changed. One tick at a time; the API keeps being served
-    /// meanwhile.
+    /// Every second: one coordination round ([`run_tick`]: renew, settle lost leases,
+    /// heartbeat, claim), then apply its outcome here. One round at a time; the API keeps
+    /// being served meanwhile.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.ticking {
             return;
         }
         self.ticking = true;
-        let leases: Vec<Lease> = self.streams.values().map(|e| e.lease.clone()).collect();
-        let local: BTreeMap<String, StreamRequest> = self
-            .streams
-            .iter()
-            .map(|(id, e)| (id.clone(), e.request.clone()))
-            .collect();
-        let info = self.node_info();
-        let coord = self.coord.clone();
-        let draining = self.draining;
-        async move {
-            let lost = coord.renew(&leases).await?;
-            if draining {
-                return Ok((lost, Vec::new()));
-            }
-            // Read before writing our own heartbeat: a twin's entry is still visible then.
-            let nodes = coord.nodes().await?;
-            if let Err(e) = coord.heartbeat(&info).await {
-                tracing::warn!(error = %e, "heartbeat failed");
-            }
-            let stored = coord.streams().await?;
-            // Two processes heartbeating one id would each take the other's leases as their
-            // own: say so loudly (the address tells them apart).
-            if let Some(twin) = nodes
+        let input = TickInput {
+            leases: self.streams.values().map(|e| e.lease.clone()).collect(),
+            local: self
+                .streams
                 .iter()
-                .find(|n| n.node == info.node && n.address != info.address)
-            {
-                tracing::error!(
-                    node = %info.node, other = %twin.address,
-                    "another live node uses this node.id; give every node its own id"
-                );
-            }
-            let others: Vec<usize> = nodes
-                .iter()
-                .filter(|n| n.node != info.node)
-                .map(|n| n.streams)
-                .collect();
-            let plan = plan_claims(&stored, &local, &others);
-            for id in &plan.restart {
-                if let Some(lease) = leases.iter().find(|l| &l.stm_id == id) {
-                    coord.release(lease).await?;
+                .map(|(id, e)| (id.clone(), e.request.clone()))
+                .collect(),
+            info: self.node_info(),
+            draining: self.draining,
+            may_claim_orphans: self.fence.may_claim_orphans(Instant::now()),
+        };
+        run_tick(self.coord.clone(), input)
+            .into_actor(self)
+            .map(|out, act, ctx| {
+                act.ticking = false;
+                if std::mem::take(&mut act.tick_again) {
+                    ctx.notify(Wake);
+                }
+                act.apply_tick(out, ctx);
+            })
+            .spawn(ctx);
+    }
+
+    fn apply_tick(&mut self, out: TickOutcome, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match self.fence.on_call_result(out.error.is_none(), now) {
+            Reachability::Lost => tracing::warn!(
+                error = %out.error.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "coordinator unreachable; streams keep running, new claims wait"
+            ),
+            Reachability::Back(after) => tracing::info!(
+                outage = ?after, wait = ?self.coord.lease_ttl(),
+                "coordinator reachable again; owners re-acquire first, orphans are claimed \
+                 after one lease TTL"
+            ),
+            Reachability::Same => {
+                if let Some(e) = &out.error {
+                    tracing::debug!(error = %e, "coordinator round failed");
                 }
             }
-            let mut claimed = Vec::new();
-            for id in plan.restart.iter().chain(&plan.claim) {
-                if let Some(lease) = coord.acquire(id, &info.node).await? {
-                    if let Some(spec) = stored.iter().find(|s| &s.stm_id == id) {
-                        claimed.push((spec.clone(), lease));
-                    }
-                }
-            }
-            Ok::<_, crate::cluster::CoordError>((lost, claimed))
         }
-        .into_actor(self)
-        .map(|res, act, ctx| {
-            act.ticking = false;
-            if std::mem::take(&mut act.tick_again) {
-                ctx.notify(Wake);
-            }
-            let (lost, claimed) = match res {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "coordinator tick failed");
-                    return;
-                }
-            };
-            for l in lost {
-                if act.streams.get(&l.stm_id).is_some_and(|e| e.lease == l) {
-                    tracing::warn!(stm_id = %l.stm_id, epoch = l.epoch, "lease lost");
-                    act.stop_local(&l.stm_id, "lease lost");
-                }
-            }
-            for (request, lease) in claimed {
-                // Started meanwhile by an API call on this node under this very lease.
-                if act.streams.get(&request.stm_id).is_some_and(|e| e.lease == lease) {
-                    continue;
-                }
-                let id = request.stm_id.clone();
-                match act.prepare(request, ctx) {
-                    Ok(p) => {
-                        tracing::info!(stm_id = %id, epoch = lease.epoch, "claimed");
-                        act.launch(p, lease);
-                    }
-                    Err(problem) => {
-                        tracing::warn!(stm_id = %id, error = %problem.detail, "stored spec cannot run here");
-                        let coord = act.coord.clone();
-                        actix::spawn(async move {
-                            let _ = coord.release(&lease).await;
+        let lost_ids: BTreeSet<&str> = out.lost.iter().map(|(l, _)| l.stm_id.as_str()).collect();
+        if let Some(sent) = out.renewed {
+            if self.fence.on_renewed(sent) {
+                tracing::info!(
+                    streams = self.streams.len(),
+                    "leases confirmed; delivery resumes"
+                );
+                for e in self.streams.values() {
+                    if !lost_ids.contains(e.lease.stm_id.as_str()) {
+                        e.supervisor.do_send(Resume {
+                            epoch: e.lease.epoch,
                         });
                     }
                 }
             }
-        })
-        .spawn(ctx);
+        }
+        for (lease, fate) in out.lost {
+            let Some(e) = self.streams.get_mut(&lease.stm_id) else {
+                continue;
+            };
+            if e.lease != lease {
+                continue;
+            }
+            match fate {
+                LostFate::Reacquired(new) => {
+                    tracing::warn!(
+                        stm_id = %lease.stm_id, old_epoch = lease.epoch, epoch = new.epoch,
+                        "lease had expired; re-acquired, delivering the backlog"
+                    );
+                    e.supervisor.do_send(Resume { epoch: new.epoch });
+                    e.lease = new;
+                }
+                LostFate::Taken => {
+                    tracing::warn!(stm_id = %lease.stm_id, epoch = lease.epoch, "lease lost to another node; discarding held audio");
+                    e.supervisor.do_send(Hold);
+                    self.stop_local(&lease.stm_id, "lease lost");
+                }
+                LostFate::Deleted => self.stop_local(&lease.stm_id, "deleted"),
+                LostFate::Unknown => e.supervisor.do_send(Hold),
+            }
+        }
+        for (request, lease) in out.claimed {
+            // Started meanwhile by an API call on this node under this very lease.
+            if self
+                .streams
+                .get(&request.stm_id)
+                .is_some_and(|e| e.lease == lease)
+            {
+                continue;
+            }
+            let id = request.stm_id.clone();
+            match self.prepare(request, ctx) {
+                Ok(p) => {
+                    tracing::info!(stm_id = %id, epoch = lease.epoch, "claimed");
+                    self.launch(p, lease);
+                }
+                Err(problem) => {
+                    tracing::warn!(stm_id = %id, error = %problem.detail, "stored spec cannot run here");
+                    let coord = self.coord.clone();
+                    actix::spawn(async move {
+                        let _ = coord.release(&lease).await;
+                    });
+                }
+            }
+        }
+        if self.streams.is_empty() {
+            self.fence.clear();
+        }
+    }
+
+    /// Several times a second: hold every stream's delivery once the leases may be about to
+    /// expire unconfirmed (self-fencing; see [`FenceClock`]).
+    fn check_fence(&mut self) {
+        let now = Instant::now();
+        if self.fence.should_hold(now) {
+            tracing::warn!(
+                streams = self.streams.len(),
+                unconfirmed = ?self.fence.unconfirmed_for(now),
+                "cannot renew leases; holding delivery (self-fencing) and buffering"
+            );
+            for e in self.streams.values() {
+                e.supervisor.do_send(Hold);
+            }
+        }
     }
 
     /// The node's shared link for `cfg` (started on first use), and its key.
@@ -385,6 +463,7 @@ impl Actor for StreamRegistry {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.tick(ctx);
         ctx.run_interval(RENEW_EVERY, |act, ctx| act.tick(ctx));
+        ctx.run_interval(FENCE_CHECK_EVERY, |act, _| act.check_fence());
         // Cluster changes (a stream stored elsewhere, a lease released) wake a tick at once.
         let notify = Arc::new(Notify::new());
         self.coord.watch(notify.clone());
@@ -451,36 +530,55 @@ impl Handler<Upsert> for StreamRegistry {
         let request = prepared.request.clone();
         let replace = msg.replace;
         let running = self.streams.get(&request.stm_id).map(|e| e.lease.clone());
+        let load = self.streams.len();
         AtomicResponse::new(Box::pin(
             async move {
+                // Decided before storing: the store wakes every node, and the least-loaded
+                // one may claim the stream before this node asks.
+                let here = running.is_some() || {
+                    let nodes = coord.nodes().await.map_err(unavailable)?;
+                    let others: Vec<usize> = nodes
+                        .iter()
+                        .filter(|n| n.node != node)
+                        .map(|n| n.streams)
+                        .collect();
+                    is_least_loaded(load, &others)
+                };
                 let put = coord
                     .put_stream(&request, replace)
                     .await
                     .map_err(unavailable)?;
-                if put == Put::Exists {
-                    return Err(Problem::conflict(&request.stm_id));
+                let lease = match (put, running) {
+                    (Put::Exists, _) => return Err(Problem::conflict(&request.stm_id)),
+                    (Put::Unchanged, _) => return Ok((put, None)),
+                    // A replaced stream is a new run: it gets a new epoch, on the same node.
+                    (_, Some(lease)) => {
+                        coord.release(&lease).await.map_err(unavailable)?;
+                        coord.acquire(&request.stm_id, &node).await
+                    }
+                    // A new stream runs here if this node is the least loaded; otherwise
+                    // the least-loaded node claims it.
+                    (_, None) if here => coord.acquire(&request.stm_id, &node).await,
+                    (_, None) => return Ok((put, None)),
                 }
-                // A replaced stream is a new run: it gets a new epoch.
-                if let Some(lease) = running {
-                    coord.release(&lease).await.map_err(unavailable)?;
-                }
-                let lease = coord
-                    .acquire(&request.stm_id, &node)
-                    .await
-                    .map_err(unavailable)?;
+                .map_err(unavailable)?;
                 Ok((put, lease))
             }
             .into_actor(self)
             .map(move |res, act, _| {
                 let (put, lease) = res?;
                 let created = put == Put::Created;
+                let id = prepared.request.stm_id.clone();
                 match lease {
                     Some(lease) => Ok((act.launch(prepared, lease), created)),
-                    None => {
-                        // Another node holds it (a cluster): it is stored and runs there.
-                        act.stop_local(&prepared.request.stm_id, "owned by another node");
-                        Ok((StreamStatus::elsewhere(prepared.view), created))
-                    }
+                    None => match act.streams.get(&id) {
+                        Some(e) if put == Put::Unchanged => Ok((act.status(e), false)),
+                        _ => {
+                            // Stored; another node runs it (or will claim it).
+                            act.stop_local(&id, "owned by another node");
+                            Ok((StreamStatus::elsewhere(prepared.view), created))
+                        }
+                    },
                 }
             }),
         ))
@@ -524,6 +622,75 @@ impl Handler<ListStreams> for StreamRegistry {
 
     fn handle(&mut self, _: ListStreams, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.streams.values().map(|e| self.status(e)).collect())
+    }
+}
+
+/// Every stream of the cluster (`GET /v1/streams`): this node's with their live figures,
+/// the others as the coordinator sees them.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<StreamStatus>, Problem>")]
+pub struct ListCluster;
+
+impl Handler<ListCluster> for StreamRegistry {
+    type Result = ResponseFuture<Result<Vec<StreamStatus>, Problem>>;
+
+    fn handle(&mut self, _: ListCluster, _: &mut Self::Context) -> Self::Result {
+        let mut local: BTreeMap<String, StreamStatus> = self
+            .streams
+            .iter()
+            .map(|(id, e)| (id.clone(), self.status(e)))
+            .collect();
+        let coord = self.coord.clone();
+        Box::pin(async move {
+            let stored = coord.streams().await.map_err(unavailable)?;
+            let nodes = coord.nodes().await.map_err(unavailable)?;
+            let remote: Vec<&StreamRequest> = stored
+                .iter()
+                .filter(|r| !local.contains_key(&r.stm_id))
+                .collect();
+            let owners =
+                futures_util::future::join_all(remote.iter().map(|r| coord.owner(&r.stm_id))).await;
+            let mut all: Vec<StreamStatus> = Vec::with_capacity(stored.len());
+            for (request, owner) in remote.into_iter().zip(owners) {
+                let owner = owner.map_err(unavailable)?;
+                all.push(StreamStatus::from_cluster(request, owner.as_ref(), &nodes));
+            }
+            // Local runs first in the id order the coordinator gives, then the rest.
+            all.extend(std::mem::take(&mut local).into_values());
+            all.sort_by(|a, b| a.spec.stm_id.cmp(&b.spec.stm_id));
+            Ok(all)
+        })
+    }
+}
+
+/// Where a stream this node does not run is (`None`: no such stream).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Elsewhere>, Problem>")]
+pub struct Locate(pub String);
+
+impl Handler<Locate> for StreamRegistry {
+    type Result = ResponseFuture<Result<Option<Elsewhere>, Problem>>;
+
+    fn handle(&mut self, Locate(id): Locate, _: &mut Self::Context) -> Self::Result {
+        let coord = self.coord.clone();
+        let me = self.node.clone();
+        Box::pin(async move {
+            let stored = coord.streams().await.map_err(unavailable)?;
+            let Some(request) = stored.into_iter().find(|r| r.stm_id == id) else {
+                return Ok(None);
+            };
+            let owner = coord.owner(&id).await.map_err(unavailable)?;
+            let nodes = coord.nodes().await.map_err(unavailable)?;
+            let address = owner
+                .as_ref()
+                .filter(|l| l.node != me)
+                .and_then(|l| nodes.iter().find(|n| n.node == l.node))
+                .map(|n| n.address.clone());
+            Ok(Some(Elsewhere {
+                status: StreamStatus::from_cluster(&request, owner.as_ref(), &nodes),
+                address,
+            }))
+        })
     }
 }
 

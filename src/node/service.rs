@@ -50,7 +50,15 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
     let defaults = cfg.to_defaults();
     let pool = ArbiterPool::per_core();
     tracing::info!(node = %settings.node, listen = %addr, arbiters = pool.len(), "starting node");
-    let mut registry = StreamRegistry::new(settings, defaults, addr.to_string(), pool);
+    // Where peers reach this API (the registry heartbeats it).
+    let advertise = cfg.api.advertise.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("{}:{}", settings.node, addr.port())
+        } else {
+            addr.to_string()
+        }
+    });
+    let mut registry = StreamRegistry::new(settings, defaults, advertise, pool);
     if let Some(redis) = cfg.redis_settings() {
         tracing::info!(
             redis = %crate::api::spec::redact_url_str(&redis.url),

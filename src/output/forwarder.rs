@@ -19,6 +19,12 @@
 //! Stopping ([`Drain`]) flushes the last partial chunk and waits, bounded, until the consumer
 //! has confirmed everything; then the forwarder detaches (a per-stream link then closes the
 //! connection with a close handshake) and reports [`ChainEvent::Drained`].
+//!
+//! Self-fencing (SPEC §6): while the node cannot prove it still holds the stream's lease it
+//! [`Hold`]s delivery — audio keeps accumulating in the buffer exactly as during a consumer
+//! outage, but nothing is written. [`Resume`] (the lease renewed or re-acquired, maybe with a
+//! new epoch) writes the backlog and continues; a [`Drain`] while held means the lease went to
+//! another node: the backlog is discarded, never sent.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -93,6 +99,23 @@ pub struct WsForwarderActor {
     detaching: bool,
     /// `Drained` or `ForwarderFailed` was reported.
     done: bool,
+    /// Delivery is held (self-fencing): buffer, write nothing.
+    held: bool,
+    /// The connection the start frame (binary envelope) was written on.
+    started_conn: Option<u64>,
+}
+
+/// Stop writing to the consumer and keep buffering: this node may no longer own the stream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hold;
+
+/// The lease is confirmed (possibly re-acquired with a new `epoch`): write the backlog and
+/// continue live.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    pub epoch: u64,
 }
 
 impl WsForwarderActor {
@@ -120,6 +143,8 @@ impl WsForwarderActor {
             drain_deadline: None,
             detaching: false,
             done: false,
+            held: false,
+            started_conn: None,
         }
     }
 
@@ -151,12 +176,7 @@ impl WsForwarderActor {
                 "consumer up; writing {replay} chunks ({replay_ms} ms)"
             ),
         }
-        let first_seq = self
-            .buffer
-            .first_unsent_seq()
-            .unwrap_or_else(|| self.chunker.next_seq());
-        let start = self.encoder.start_frame(first_seq);
-        self.send_unsent(start.into_iter().collect());
+        self.send_unsent();
         self.check_drained(ctx);
     }
 
@@ -194,13 +214,23 @@ impl WsForwarderActor {
 
     // ---- moving chunks ----
 
-    /// Hands every unsent chunk (after `frames`) to the link for the current connection;
-    /// the link pings after them and the pong acks them.
-    fn send_unsent(&mut self, mut frames: Vec<super::envelope::WsFrame>) {
-        let (Some(conn), Some(link)) = (self.conn, &self.link) else {
+    /// Hands every unsent chunk to the link for the current connection (after the start
+    /// frame, on a connection that has not had it yet); the link pings after them and the
+    /// pong acks them. Nothing while held.
+    fn send_unsent(&mut self) {
+        let (Some(conn), Some(link), false) = (self.conn, &self.link, self.held) else {
             self.update_buffered();
             return;
         };
+        let mut frames = Vec::new();
+        if self.started_conn != Some(conn) {
+            self.started_conn = Some(conn);
+            let first_seq = self
+                .buffer
+                .first_unsent_seq()
+                .unwrap_or_else(|| self.chunker.next_seq());
+            frames.extend(self.encoder.start_frame(first_seq));
+        }
         let now = unix_now();
         while let Some(out) = self.buffer.next_unsent() {
             frames.push(self.encoder.encode(&out.chunk, now));
@@ -296,7 +326,10 @@ impl WsForwarderActor {
             self.drained(ctx);
             return;
         };
-        if let (Some(conn), Some(stop)) = (self.conn, self.encoder.stop_frame("stopped")) {
+        let stop = (!self.held)
+            .then(|| self.encoder.stop_frame("stopped"))
+            .flatten();
+        if let (Some(conn), Some(stop)) = (self.conn, stop) {
             link.do_send(Write {
                 client: self.client,
                 conn,
@@ -391,7 +424,7 @@ impl Handler<Pcm> for WsForwarderActor {
             self.push_chunk(chunk);
         }
         self.chunk_buf = chunks;
-        self.send_unsent(Vec::new());
+        self.send_unsent();
     }
 }
 
@@ -404,11 +437,17 @@ impl Handler<Drain> for WsForwarderActor {
         }
         let limit = self.cfg.drain_timeout;
         self.drain_deadline = Some(Instant::now() + limit);
+        if self.held {
+            // Stopped while fenced: the lease is someone else's now; what we hold is theirs
+            // to deliver.
+            self.give_up_drain("lease lost while delivery was held", ctx);
+            return;
+        }
         if let Some(last) = self.chunker.flush_partial() {
             self.push_chunk(last);
         }
         if self.conn.is_some() {
-            self.send_unsent(Vec::new());
+            self.send_unsent();
             self.check_drained(ctx);
         } else {
             // Skip the backoff: the stop is bounded, try now.
@@ -419,6 +458,39 @@ impl Handler<Drain> for WsForwarderActor {
                 act.give_up_drain(&format!("consumer not confirmed within {limit:?}"), ctx);
             }
         });
+    }
+}
+
+impl Handler<Hold> for WsForwarderActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Hold, _: &mut Self::Context) {
+        if !self.held {
+            self.held = true;
+            tracing::warn!(stm_id = %self.stm_id(), "delivery held: lease not confirmed");
+        }
+    }
+}
+
+impl Handler<Resume> for WsForwarderActor {
+    type Result = ();
+
+    fn handle(&mut self, Resume { epoch }: Resume, ctx: &mut Self::Context) {
+        if self.done || self.detaching {
+            return;
+        }
+        if epoch != self.encoder.identity().epoch {
+            tracing::info!(stm_id = %self.stm_id(), epoch, "delivering under a new epoch");
+            self.encoder.set_epoch(epoch);
+        }
+        if std::mem::take(&mut self.held) {
+            tracing::info!(
+                stm_id = %self.stm_id(), backlog_ms = self.buffer.unsent_ms(),
+                "delivery resumed: lease confirmed"
+            );
+            self.send_unsent();
+            self.check_drained(ctx);
+        }
     }
 }
 
@@ -638,5 +710,78 @@ mod tests {
             assert!(matches!(ev, ChainEvent::Drained), "{ev:?}");
         });
         server.join().unwrap();
+    }
+
+    /// A consumer on 127.0.0.1 that forwards every text message it reads to the test.
+    fn reading_consumer() -> (String, UnboundedReceiver<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("ws://{}/x", listener.local_addr().unwrap());
+        let (tx, rx) = unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                let (s, _) = l.accept().await.unwrap();
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                        let _ = tx.send(t.as_str().to_owned());
+                    }
+                }
+            });
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn held_delivery_buffers_then_resumes_under_the_new_epoch_or_is_discarded() {
+        let (url, mut text_rx) = reading_consumer();
+        actix::System::new().block_on(async move {
+            let (fwd, stats, mut rx) = start(test_cfg(url, None));
+            let pcm = |n: usize| Pcm {
+                samples: vec![3; CHUNK * n],
+                arrival: None,
+            };
+            fwd.do_send(pcm(2));
+            assert_eq!(next_seq(&mut text_rx).await, 0);
+            assert_eq!(next_seq(&mut text_rx).await, 1);
+
+            // Fenced: audio accumulates, nothing reaches the consumer.
+            fwd.do_send(Hold);
+            fwd.do_send(pcm(3));
+            let quiet = tokio::time::timeout(Duration::from_millis(400), text_rx.recv()).await;
+            assert!(quiet.is_err(), "sent while held: {quiet:?}");
+            assert_eq!(stats.buffered_ms.load(Relaxed), 600, "3 chunks held");
+
+            // Lease re-acquired with epoch 5: the backlog goes out in order, then live.
+            fwd.do_send(Resume { epoch: 5 });
+            for want in 2..5 {
+                let t = tokio::time::timeout(Duration::from_secs(5), text_rx.recv())
+                    .await
+                    .expect("backlog in time")
+                    .expect("server gone");
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(v["seq"], want);
+                assert_eq!(v["epoch"], 5);
+            }
+
+            // Held again and then stopped: the lease went elsewhere, so the backlog is
+            // discarded, not flushed.
+            fwd.do_send(Hold);
+            fwd.do_send(pcm(2));
+            fwd.do_send(Drain);
+            let ev = next_event(&mut rx, Duration::from_secs(3)).await;
+            assert!(matches!(ev, ChainEvent::Drained), "{ev:?}");
+            let after = tokio::time::timeout(Duration::from_millis(300), text_rx.recv()).await;
+            assert!(
+                !matches!(after, Ok(Some(_))),
+                "sent after losing the lease: {after:?}"
+            );
+            assert_eq!(stats.chunks.load(Relaxed), 5, "seq 5 and 6 never went out");
+        });
     }
 }

@@ -39,7 +39,7 @@ pub struct SessionStarted;
 pub struct Teardown;
 
 /// Stream lifecycle states (SPEC §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamState {
     Starting,

@@ -23,7 +23,7 @@ use super::resampler_actor::ResamplerActor;
 use super::stats::{StatsSnapshot, StreamStats};
 use crate::config::{PipelineSettings, StreamSpec};
 use crate::output::envelope::StreamIdentity;
-use crate::output::forwarder::{ForwarderConfig, WsForwarderActor};
+use crate::output::forwarder::{ForwarderConfig, Hold, Resume, WsForwarderActor};
 use crate::output::link::WsLinkActor;
 
 /// Upper bound for a graceful stop (DELETE + flush + close handshake).
@@ -78,6 +78,8 @@ pub struct StreamSupervisor {
     /// `wsMode: shared`: the node's connection for this stream's consumer URL.
     shared_link: Option<Addr<WsLinkActor>>,
     epoch: u64,
+    /// Self-fencing goes straight to the consumer side (see [`Hold`]).
+    forwarder: Option<Addr<WsForwarderActor>>,
 }
 
 impl StreamSupervisor {
@@ -134,6 +136,7 @@ impl StreamSupervisor {
             instance: 0,
             shared_link: None,
             epoch: 0,
+            forwarder: None,
         })
     }
 
@@ -319,6 +322,7 @@ impl Actor for StreamSupervisor {
             self.shared_link.take(),
         )
         .start();
+        self.forwarder = Some(forwarder.clone());
         let resampler =
             ResamplerActor::new(resampler_core, forwarder, self.stats.listen.clone()).start();
         self.decoder = Some(
@@ -385,5 +389,29 @@ impl Handler<Stop> for StreamSupervisor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         self.begin_stop(None, ctx);
+    }
+}
+
+/// Self-fencing: the node cannot confirm this stream's lease; hold delivery (keep pulling and
+/// buffering). A [`Stop`] that follows discards what is held.
+impl Handler<Hold> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Hold, _: &mut Self::Context) {
+        if let Some(f) = &self.forwarder {
+            f.do_send(msg);
+        }
+    }
+}
+
+/// The lease is confirmed again (same epoch, or re-acquired with a new one): deliver.
+impl Handler<Resume> for StreamSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resume, _: &mut Self::Context) {
+        self.epoch = msg.epoch;
+        if let Some(f) = &self.forwarder {
+            f.do_send(msg);
+        }
     }
 }

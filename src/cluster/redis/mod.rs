@@ -137,6 +137,14 @@ async fn watch_events(
 }
 
 impl Coordinator for RedisCoordinator {
+    fn lease_ttl(&self) -> Duration {
+        self.settings.lease_ttl
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
     fn put_stream<'a>(
         &'a self,
         request: &'a StreamRequest,
@@ -159,6 +167,7 @@ impl Coordinator for RedisCoordinator {
             Ok(match code {
                 1 => Put::Created,
                 2 => Put::Replaced,
+                3 => Put::Unchanged,
                 _ => Put::Exists,
             })
         })
@@ -272,6 +281,24 @@ impl Coordinator for RedisCoordinator {
                 .await
                 .map_err(err)?;
             Ok(())
+        })
+    }
+
+    fn owner<'a>(&'a self, stm_id: &'a str) -> BoxFuture<'a, Result<Option<Lease>, CoordError>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let (node, epoch): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+                .arg(self.keys.lease(stm_id))
+                .arg("node")
+                .arg("epoch")
+                .query_async(&mut con)
+                .await
+                .map_err(err)?;
+            Ok(node.zip(epoch).map(|(node, epoch)| Lease {
+                stm_id: stm_id.to_owned(),
+                node,
+                epoch,
+            }))
         })
     }
 

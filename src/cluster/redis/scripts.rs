@@ -44,10 +44,13 @@ return 0
 "#;
 
 /// Store a spec. KEYS: streams hash, events channel. ARGV: stmId, spec JSON, replace (0/1).
-/// Returns 1 created, 2 replaced, 0 exists (nothing changed).
+/// Returns 1 created, 2 replaced, 0 exists (replace = 0: nothing changed), 3 unchanged (the
+/// same spec is stored: nothing changed, nothing published).
 pub const PUT: &str = r#"
-local existed = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+local existed = stored ~= false
 if existed and ARGV[3] == '0' then return 0 end
+if stored == ARGV[2] then return 3 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], 'put ' .. ARGV[1])
 if existed then return 2 end
