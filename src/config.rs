@@ -255,3 +255,22 @@ pub fn new_trace_id() -> String {
         s
     })
 }
+
+/// The trace id of a stream created without one: 32 hex digits derived from its `stmId`
+/// (FNV-1a, 128 bit), so every node of a cluster — and every takeover — puts the stream's
+/// spans in the same trace, and storing the same spec twice stays idempotent.
+pub fn derived_trace_id(stm_id: &str) -> String {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let hash = b"whep-bridge:"
+        .iter()
+        .chain(stm_id.as_bytes())
+        .fold(OFFSET, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME));
+    format!("{hash:032x}")
+}
+
+/// The `User-Agent` a node sends on WHEP requests and consumer handshakes: media servers and
+/// consumers can tell which node of a cluster is calling (their logs, per-node rules).
+pub fn user_agent(node: &str) -> String {
+    format!("whep-bridge/{} (node {node})", env!("CARGO_PKG_VERSION"))
+}

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::{self, eventually, handover_gap};
 use common::node::Node;
 use common::redis::RedisServer;
 use common::testsrc::start_testsrc;
@@ -15,14 +16,7 @@ use common::ws_sink::WsSink;
 use serde_json::{json, Value};
 
 fn start_node(id: &str, redis: &RedisServer) -> Node {
-    Node::start_as(
-        id,
-        None,
-        &[
-            ("WHEP_BRIDGE_REDIS_URL", &redis.url()),
-            ("WHEP_BRIDGE_REDIS_PREFIX", "cluster-test"),
-        ],
-    )
+    cluster::start_node(id, &redis.url())
 }
 
 fn post(node: &Node, id: &str, src: &str, sink: &WsSink) {
@@ -31,41 +25,9 @@ fn post(node: &Node, id: &str, src: &str, sink: &WsSink) {
     assert_eq!(r.status, 201, "{}", r.body_text());
 }
 
-/// The audio gap of `id` at the consumer across a hand-over at `at`: from the last chunk on a
-/// connection opened before `at` (the old owner) to the first chunk on one opened after it
-/// (the new owner). `None` until both exist.
-fn handover_gap(sink: &WsSink, id: &str, at: Instant) -> Option<Duration> {
-    let conns = sink.connections();
-    let msgs = sink.messages();
-    let needle = format!("\"stmId\":\"{id}\"");
-    let opened_after = |c: usize| conns.get(c).is_some_and(|c| c.opened > at);
-    let chunks = || {
-        msgs.iter()
-            .filter(|m| m.text().is_some_and(|t| t.contains(&needle)))
-    };
-    let last_old = chunks()
-        .filter(|m| !opened_after(m.conn))
-        .map(|m| m.at)
-        .max()?;
-    let first_new = chunks()
-        .filter(|m| opened_after(m.conn))
-        .map(|m| m.at)
-        .min()?;
-    Some(first_new.saturating_duration_since(last_old))
-}
-
 /// 0 when a stream's status says node-a owns it, 1 for node-b.
 fn a_or_b(status: &Value) -> usize {
     usize::from(status["owner"] == "node-b")
-}
-
-/// Polls until `f` holds (bounded).
-fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::net::free_port;
 use common::redis::RedisServer;
 use whep_bridge::api::spec::StreamRequest;
+use whep_bridge::cluster::handover::HandoverPolicy;
 use whep_bridge::cluster::redis::{RedisCoordinator, RedisSettings};
 use whep_bridge::cluster::{Coordinator, EmbeddedCoordinator, NodeInfo, Put};
 use whep_bridge::pipeline::messages::StreamState;
@@ -108,6 +109,47 @@ async fn contract(c: &dyn Coordinator) {
     assert_eq!(
         c.streams().await.expect("streams"),
         vec![request("cam:2", "c")]
+    );
+
+    // Hand-over: release plus a cooldown for the giver; a second one in the window doubles.
+    let policy = HandoverPolicy {
+        after: Duration::from_secs(10),
+        cooldown: Duration::from_secs(60),
+        cooldown_max: Duration::from_secs(100),
+    };
+    let h = request("cam:3", "h");
+    assert_eq!(c.put_stream(&h, false).await.ok(), Some(Put::Created));
+    let h1 = c
+        .acquire("cam:3", "n1")
+        .await
+        .expect("ok")
+        .expect("granted");
+    assert_eq!(
+        c.hand_over(&h1, &policy).await.ok(),
+        Some(Some(Duration::from_secs(60)))
+    );
+    assert_eq!(c.owner("cam:3").await.ok(), Some(None), "released");
+    assert_eq!(c.hand_over(&h1, &policy).await.ok(), Some(None), "not ours");
+    let h2 = c
+        .acquire("cam:3", "n2")
+        .await
+        .expect("ok")
+        .expect("granted");
+    assert_eq!(h2.epoch, h1.epoch + 1);
+    assert_eq!(
+        c.hand_over(&h2, &policy).await.ok(),
+        Some(Some(Duration::from_secs(100))),
+        "doubled, capped"
+    );
+    let cooling = c.cooling().await.expect("cooling");
+    assert_eq!(
+        cooling.get("cam:3").cloned().unwrap_or_default(),
+        ["n1".to_owned(), "n2".to_owned()].into()
+    );
+    assert_eq!(c.remove_stream("cam:3").await.ok(), Some(true));
+    assert!(
+        c.cooling().await.expect("cooling").is_empty(),
+        "forgotten with the stream"
     );
 
     // Heartbeats list the node with its load.

@@ -6,12 +6,20 @@
 //!   load among the other live nodes' heartbeats. Loads are up to a second old, so a burst of
 //!   new streams spreads over a few ticks instead of landing on whichever node looks first;
 //!   a stream some other node holds is simply refused by the coordinator's `acquire`.
+//! - **Cooldowns steer claims** ([`handover`](super::handover)): a node cooling down for a
+//!   stream leaves it to the others, and the least-loaded rule only counts nodes that may
+//!   take it; when every node is cooling down for it, the cooldowns are ignored (someone
+//!   must run it).
 //! - **A changed spec restarts its run** (a `PUT` that reached another node): the owner
 //!   releases and re-acquires, so the new run has a new epoch.
 
 use std::collections::BTreeMap;
 
+use super::handover::Cooling;
 use crate::api::spec::StreamRequest;
+
+/// A live node other than this one, with its load (streams).
+pub type Peer = (String, usize);
 
 /// The outcome of [`plan_claims`].
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,12 +36,14 @@ pub fn is_least_loaded(load: usize, others: &[usize]) -> bool {
     others.iter().min().is_none_or(|&min| load <= min)
 }
 
-/// `stored`: every spec in the coordinator. `local`: what this node runs, with the spec it
-/// runs. `others`: the loads (streams) of the other live nodes.
+/// `stored`: every spec in the coordinator. `local`: what this node (`me`) runs, with the
+/// spec it runs. `peers`: the other live nodes. `cooling`: who is cooling down for what.
 pub fn plan_claims(
+    me: &str,
     stored: &[StreamRequest],
     local: &BTreeMap<String, StreamRequest>,
-    others: &[usize],
+    peers: &[Peer],
+    cooling: &Cooling,
 ) -> ClaimPlan {
     let mut plan = ClaimPlan::default();
     let mut load = local.len();
@@ -42,7 +52,21 @@ pub fn plan_claims(
             Some(running) if running != spec => plan.restart.push(spec.stm_id.clone()),
             Some(_) => {}
             None => {
-                if is_least_loaded(load, others) {
+                let cold = cooling.get(&spec.stm_id);
+                let is_cold = |n: &str| cold.is_some_and(|c| c.contains(n));
+                let warm: Vec<usize> = peers
+                    .iter()
+                    .filter(|(n, _)| !is_cold(n))
+                    .map(|(_, l)| *l)
+                    .collect();
+                let rivals = match (is_cold(me), warm.is_empty()) {
+                    // Someone who may take it will.
+                    (true, false) => continue,
+                    // Everyone is cooling down for it: plain least-loaded among all.
+                    (true, true) => peers.iter().map(|(_, l)| *l).collect(),
+                    (false, _) => warm,
+                };
+                if is_least_loaded(load, &rivals) {
                     plan.claim.push(spec.stm_id.clone());
                     load += 1;
                 }
@@ -64,6 +88,22 @@ mod tests {
         .expect("request")
     }
 
+    fn peers(loads: &[usize]) -> Vec<Peer> {
+        loads
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("p{i}"), *l))
+            .collect()
+    }
+
+    fn plan_for(
+        stored: &[StreamRequest],
+        local: &BTreeMap<String, StreamRequest>,
+        others: &[usize],
+    ) -> ClaimPlan {
+        plan_claims("me", stored, local, &peers(others), &Cooling::new())
+    }
+
     fn local(items: &[(&str, &str)]) -> BTreeMap<String, StreamRequest> {
         items
             .iter()
@@ -74,7 +114,7 @@ mod tests {
     #[test]
     fn a_lone_node_claims_everything_it_does_not_run() {
         let stored = [req("a", "1"), req("b", "1"), req("c", "1")];
-        let plan = plan_claims(&stored, &local(&[("b", "1")]), &[]);
+        let plan = plan_for(&stored, &local(&[("b", "1")]), &[]);
         assert_eq!(plan.claim, ["a", "c"]);
         assert!(plan.restart.is_empty());
     }
@@ -83,11 +123,11 @@ mod tests {
     fn claims_stop_once_this_node_is_above_the_least_loaded_peer() {
         let stored: Vec<_> = (0..10).map(|i| req(&format!("s{i}"), "x")).collect();
         // Peers run 2 and 5; we run 0: we take up to load 2, then one more at equality.
-        let plan = plan_claims(&stored, &BTreeMap::new(), &[5, 2]);
+        let plan = plan_for(&stored, &BTreeMap::new(), &[5, 2]);
         assert_eq!(plan.claim, ["s0", "s1", "s2"]);
         // A busier node claims nothing new while a peer is lighter.
         let busy = local(&[("x1", "x"), ("x2", "x"), ("x3", "x")]);
-        assert!(plan_claims(&stored, &busy, &[1]).claim.is_empty());
+        assert!(plan_for(&stored, &busy, &[1]).claim.is_empty());
     }
 
     #[test]
@@ -107,7 +147,7 @@ mod tests {
             for k in 0..3 {
                 let n = (k + round) % 3;
                 let others: Vec<usize> = (0..3).filter(|&o| o != n).map(|o| loads[o]).collect();
-                let plan = plan_claims(&unowned, &runs[n], &others);
+                let plan = plan_for(&unowned, &runs[n], &others);
                 for id in plan.claim {
                     let taken = runs.iter().any(|r| r.contains_key(&id));
                     if !taken {
@@ -123,9 +163,44 @@ mod tests {
     }
 
     #[test]
+    fn a_node_cooling_down_leaves_the_stream_to_the_others_unless_all_are() {
+        let stored = [req("s", "x")];
+        let none = BTreeMap::new();
+        let cool = |nodes: &[&str]| -> Cooling {
+            [(
+                "s".to_owned(),
+                nodes.iter().map(|n| n.to_string()).collect(),
+            )]
+            .into()
+        };
+        // We are the least loaded but cooling down: p0 (warm) takes it.
+        let p = plan_claims("me", &stored, &none, &peers(&[4]), &cool(&["me"]));
+        assert!(p.claim.is_empty());
+        // p0 is cooling down, p1 is warm but busier than us: we compare with p1 only.
+        let p = plan_claims(
+            "me",
+            &stored,
+            &local(&[("a", "1")]),
+            &peers(&[0, 3]),
+            &cool(&["p0"]),
+        );
+        assert_eq!(p.claim, ["s"]);
+        // Everyone cooling down: plain least-loaded (p0 at 0 wins, not us at 1).
+        let busy = local(&[("a", "1")]);
+        let all = cool(&["me", "p0"]);
+        assert!(plan_claims("me", &stored, &busy, &peers(&[0]), &all)
+            .claim
+            .is_empty());
+        assert_eq!(
+            plan_claims("me", &stored, &none, &peers(&[0]), &all).claim,
+            ["s"]
+        );
+    }
+
+    #[test]
     fn a_changed_spec_is_restarted_an_unchanged_one_left_alone() {
         let stored = [req("a", "new"), req("b", "same")];
-        let plan = plan_claims(&stored, &local(&[("a", "old"), ("b", "same")]), &[]);
+        let plan = plan_for(&stored, &local(&[("a", "old"), ("b", "same")]), &[]);
         assert_eq!(plan.restart, ["a"]);
         assert!(plan.claim.is_empty());
     }

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use serde::{Deserialize, Serialize};
 
+use super::handover::{Cooling, HandoverPolicy};
 use super::lease::Lease;
 use crate::api::spec::StreamRequest;
 use crate::pipeline::messages::StreamState;
@@ -91,6 +92,18 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Gives a lease up (stopped, or handing the stream to another node).
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), CoordError>>;
+
+    /// Gives up a stream local retries cannot fix: releases the lease (if still `lease`) and
+    /// starts this node's cooldown for it (see [`HandoverPolicy`]). Returns the cooldown, or
+    /// `None` when the lease was no longer this one.
+    fn hand_over<'a>(
+        &'a self,
+        lease: &'a Lease,
+        policy: &'a HandoverPolicy,
+    ) -> BoxFuture<'a, Result<Option<Duration>, CoordError>>;
+
+    /// Which nodes are cooling down for which streams now.
+    fn cooling(&self) -> BoxFuture<'_, Result<Cooling, CoordError>>;
 
     /// This node is alive, with its load.
     fn heartbeat<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, Result<(), CoordError>>;

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::coordinator::{BoxFuture, CoordError, Coordinator, NodeInfo, Put};
+use super::handover::{CooldownBook, Cooling, HandoverPolicy};
 use super::lease::{Lease, LeaseTable};
 use crate::api::spec::StreamRequest;
 
@@ -20,6 +21,7 @@ const NODE_TTL: Duration = Duration::from_secs(10);
 
 struct State {
     specs: BTreeMap<String, StreamRequest>,
+    cooldowns: CooldownBook,
     leases: LeaseTable,
     nodes: BTreeMap<String, (NodeInfo, Instant)>,
 }
@@ -40,6 +42,7 @@ impl EmbeddedCoordinator {
         Self {
             state: Mutex::new(State {
                 specs: BTreeMap::new(),
+                cooldowns: CooldownBook::default(),
                 leases: LeaseTable::new(lease_ttl),
                 nodes: BTreeMap::new(),
             }),
@@ -85,6 +88,7 @@ impl Coordinator for EmbeddedCoordinator {
         let mut s = self.lock();
         let existed = s.specs.remove(stm_id).is_some();
         s.leases.forget(stm_id);
+        s.cooldowns.forget(stm_id);
         ready(Ok(existed))
     }
 
@@ -124,6 +128,25 @@ impl Coordinator for EmbeddedCoordinator {
 
     fn owner<'a>(&'a self, stm_id: &'a str) -> BoxFuture<'a, Result<Option<Lease>, CoordError>> {
         ready(Ok(self.lock().leases.holder(stm_id, Instant::now())))
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        lease: &'a Lease,
+        policy: &'a HandoverPolicy,
+    ) -> BoxFuture<'a, Result<Option<Duration>, CoordError>> {
+        let mut s = self.lock();
+        if !s.leases.release(lease) {
+            return ready(Ok(None));
+        }
+        let cooldown = s
+            .cooldowns
+            .record(&lease.stm_id, &lease.node, Instant::now(), policy);
+        ready(Ok(Some(cooldown)))
+    }
+
+    fn cooling(&self) -> BoxFuture<'_, Result<Cooling, CoordError>> {
+        ready(Ok(self.lock().cooldowns.cooling(Instant::now())))
     }
 
     fn heartbeat<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, Result<(), CoordError>> {

@@ -2,6 +2,7 @@
 //!
 //! - [`coordinator`]: the `Coordinator` trait the node's registry talks to.
 //! - [`fence`]: `FenceClock`, when to hold delivery (self-fencing) and when to claim orphans.
+//! - [`handover`]: when a failing stream goes to another node, and the cooldowns after.
 //! - [`claim`]: `plan_claims`, which unowned streams a node takes (least-loaded wins).
 //! - [`lease`]: `LeaseTable`, the lease/epoch rules as a plain state machine.
 //! - [`embedded`]: `EmbeddedCoordinator`, the in-memory single-node implementation.
@@ -11,6 +12,7 @@ pub mod claim;
 pub mod coordinator;
 pub mod embedded;
 pub mod fence;
+pub mod handover;
 pub mod lease;
 pub mod redis;
 

@@ -51,6 +51,11 @@ pub struct RedisSection {
     pub prefix: String,
     pub lease_ttl_secs: f64,
     pub timeout_secs: f64,
+    /// A stream local retries have not fixed for this long moves to another node.
+    pub handover_after_secs: f64,
+    /// How long a node stays away from a stream it handed over (doubled per repeat).
+    pub cooldown_secs: f64,
+    pub cooldown_max_secs: f64,
 }
 
 impl Default for RedisSection {
@@ -60,6 +65,9 @@ impl Default for RedisSection {
             prefix: "whep-bridge".to_owned(),
             lease_ttl_secs: 3.0,
             timeout_secs: 1.0,
+            handover_after_secs: 10.0,
+            cooldown_secs: 30.0,
+            cooldown_max_secs: 600.0,
         }
     }
 }
@@ -300,6 +308,15 @@ impl NodeConfig {
         Some(s)
     }
 
+    /// When a failing stream moves to another node (cluster only).
+    pub fn handover_policy(&self) -> crate::cluster::handover::HandoverPolicy {
+        crate::cluster::handover::HandoverPolicy {
+            after: secs(self.redis.handover_after_secs),
+            cooldown: secs(self.redis.cooldown_secs),
+            cooldown_max: secs(self.redis.cooldown_max_secs),
+        }
+    }
+
     /// The default output format.
     pub fn output_format(&self) -> OutputFormat {
         OutputFormat {
@@ -372,6 +389,19 @@ impl NodeConfig {
                 "redis.timeout_secs",
                 "must be at most half of redis.lease_ttl_secs (a renewal must fit in the lease)"
                     .to_owned(),
+            ));
+        }
+        check_secs(
+            "redis.handover_after_secs",
+            self.redis.handover_after_secs,
+            1.0,
+        )?;
+        check_secs("redis.cooldown_secs", self.redis.cooldown_secs, 1.0)?;
+        check_secs("redis.cooldown_max_secs", self.redis.cooldown_max_secs, 1.0)?;
+        if self.redis.cooldown_max_secs < self.redis.cooldown_secs {
+            return Err((
+                "redis.cooldown_max_secs",
+                "must be at least redis.cooldown_secs".to_owned(),
             ));
         }
         check_secs("consumer.ws_ping_secs", self.consumer.ws_ping_secs, 0.1)?;

@@ -391,6 +391,26 @@ pub const KEYS: &[KeyDef] = &[
         Float,
         "Bound on each Redis round trip and connection attempt (at most half the lease TTL).",
     ),
+    key(
+        "redis",
+        "handover_after_secs",
+        Float,
+        "A stream whose WHEP peer or consumer local retries have not fixed for this long is\n\
+         handed to another node (if one is not cooling down for it).",
+    ),
+    key(
+        "redis",
+        "cooldown_secs",
+        Float,
+        "How long a node stays away from a stream it handed over; doubled for each further\n\
+         hand-over while a cooldown runs, up to cooldown_max_secs.",
+    ),
+    key(
+        "redis",
+        "cooldown_max_secs",
+        Float,
+        "Cap of the hand-over cooldown.",
+    ),
 ];
 
 /// The key named `section.name`.

@@ -11,11 +11,13 @@
 //! handles nothing else meanwhile), so two requests for one `stmId` cannot interleave.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::claim::is_least_loaded;
 use crate::cluster::fence::{FenceClock, Reachability};
+use crate::cluster::handover::{HandoverPolicy, Health};
 use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
 
 use actix::prelude::*;
@@ -62,7 +64,15 @@ struct Entry {
     exit: Option<oneshot::Receiver<StreamExit>>,
     /// `wsMode: shared`: the key of the node link this stream sends on.
     link_key: Option<String>,
+    /// Since when the stream is not live or its consumer not connected.
+    health: Health,
     _placement: Placement,
+}
+
+impl Entry {
+    fn healthy(&self) -> bool {
+        self.state == StreamState::Live && self.stats.consumer_connected.load(Relaxed)
+    }
 }
 
 /// A consumer connection shared by the streams that name the same URL and headers.
@@ -99,6 +109,8 @@ pub struct StreamRegistry {
     draining: bool,
     /// Self-fencing and the post-outage claim pause.
     fence: FenceClock,
+    /// When a failing stream goes to another node.
+    handover: HandoverPolicy,
 }
 
 /// How often the registry checks whether delivery must be held.
@@ -154,6 +166,7 @@ impl StreamRegistry {
         let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::default());
         Self {
             fence: Self::fence_for(coord.as_ref()),
+            handover: HandoverPolicy::default(),
             coord,
             node: settings.node.clone(),
             address,
@@ -170,13 +183,15 @@ impl StreamRegistry {
     }
 
     fn status(&self, e: &Entry) -> StreamStatus {
+        // Not recovered by local retries and (still) here: no other node could take it.
+        let stuck = e.health.is_failing(&self.handover, Instant::now());
         StreamStatus {
             spec: e.view.clone(),
-            state: e.state,
+            state: if stuck { StreamState::Failing } else { e.state },
             owner: e.lease.node.clone(),
             epoch: e.lease.epoch,
             stats: e.stats.snapshot(),
-            last_error: e.last_error.clone(),
+            last_error: e.last_error.clone().or_else(|| e.stats.consumer_error()),
         }
     }
 
@@ -184,6 +199,12 @@ impl StreamRegistry {
     pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> Self {
         self.fence = Self::fence_for(coord.as_ref());
         self.coord = coord;
+        self
+    }
+
+    /// When failing streams move to another node (a cluster).
+    pub fn with_handover(mut self, policy: HandoverPolicy) -> Self {
+        self.handover = policy;
         self
     }
 
@@ -270,6 +291,7 @@ impl StreamRegistry {
             stats,
             exit: Some(p.exit),
             link_key,
+            health: Health::default(),
             _placement: placement,
         };
         let status = self.status(&entry);
@@ -297,7 +319,18 @@ impl StreamRegistry {
             return;
         }
         self.ticking = true;
+        let now = Instant::now();
+        for e in self.streams.values_mut() {
+            let healthy = e.healthy();
+            e.health.observe(healthy, now);
+        }
         let input = TickInput {
+            failing: self
+                .streams
+                .values()
+                .filter(|e| e.health.is_failing(&self.handover, now))
+                .map(|e| e.lease.clone())
+                .collect(),
             leases: self.streams.values().map(|e| e.lease.clone()).collect(),
             local: self
                 .streams
@@ -379,6 +412,9 @@ impl StreamRegistry {
                 LostFate::Unknown => e.supervisor.do_send(Hold),
             }
         }
+        for lease in out.hand_over {
+            self.hand_over(lease);
+        }
         for (request, lease) in out.claimed {
             // Started meanwhile by an API call on this node under this very lease.
             if self
@@ -406,6 +442,41 @@ impl StreamRegistry {
         if self.streams.is_empty() {
             self.fence.clear();
         }
+    }
+
+    /// Gives a failing stream to the cluster: stop delivering at once (what is held is
+    /// dropped: the next owner starts afresh), then release it with a cooldown for this node.
+    fn hand_over(&mut self, lease: Lease) {
+        let Some(e) = self.streams.get(&lease.stm_id) else {
+            return;
+        };
+        if e.lease != lease {
+            return;
+        }
+        let unhealthy = e.health.unhealthy_for(Instant::now()).unwrap_or_default();
+        tracing::warn!(
+            stm_id = %lease.stm_id, epoch = lease.epoch, state = %e.state,
+            consumer_connected = e.stats.consumer_connected.load(Relaxed),
+            error = e.last_error.as_deref().unwrap_or(""),
+            unhealthy = ?unhealthy,
+            "local retries have not fixed the stream; handing it to another node"
+        );
+        e.supervisor.do_send(Hold);
+        self.stop_local(&lease.stm_id, "handed over");
+        let (coord, policy) = (self.coord.clone(), self.handover);
+        actix::spawn(async move {
+            match coord.hand_over(&lease, &policy).await {
+                Ok(Some(cooldown)) => {
+                    tracing::info!(stm_id = %lease.stm_id, ?cooldown, "handed over; cooling down")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The lease expires by itself; without the cooldown this node may claim
+                    // the stream again.
+                    tracing::warn!(stm_id = %lease.stm_id, error = %e, "hand-over not recorded")
+                }
+            }
+        });
     }
 
     /// Several times a second: hold every stream's delivery once the leases may be about to
@@ -750,6 +821,8 @@ impl Handler<StateChanged> for StreamRegistry {
             if e.instance == msg.instance {
                 e.state = msg.state;
                 e.last_error = msg.error;
+                let healthy = e.healthy();
+                e.health.observe(healthy, Instant::now());
             }
         }
     }

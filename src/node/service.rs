@@ -67,7 +67,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
         );
         let coord = RedisCoordinator::connect_lazy(redis)
             .map_err(|e| format!("invalid configuration: redis.url: {e}"))?;
-        registry = registry.with_coordinator(Arc::new(coord));
+        registry = registry
+            .with_coordinator(Arc::new(coord))
+            .with_handover(cfg.handover_policy());
     }
     let registry = registry.start();
     let state = ApiState {

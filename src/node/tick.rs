@@ -9,15 +9,18 @@
 //! 2. **Settle lost leases** before anything else: a lease that expired while the
 //!    coordinator was away is re-acquired by its owner if nobody took it (same stream, new
 //!    epoch); one another node holds is lost for good; one whose spec is gone was deleted.
-//! 3. Unless draining: read the live nodes, send the heartbeat, and **claim** what
-//!    [`plan_claims`] gives this node — orphans only when allowed (not right after an outage).
+//! 3. Unless draining: read the live nodes and cooldowns, send the heartbeat, pick the
+//!    failing streams another node may take (the registry **hands them over**), and
+//!    **claim** what [`plan_claims`] gives this node — orphans only when allowed (not right
+//!    after an outage).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::api::spec::StreamRequest;
-use crate::cluster::claim::plan_claims;
+use crate::cluster::claim::{plan_claims, Peer};
+use crate::cluster::handover::eligible_peers;
 use crate::cluster::{CoordError, Coordinator, Lease, NodeInfo};
 
 /// What the registry hands to a round.
@@ -28,6 +31,8 @@ pub struct TickInput {
     pub info: NodeInfo,
     pub draining: bool,
     pub may_claim_orphans: bool,
+    /// Local streams that local retries have not fixed for `policy.after`.
+    pub failing: Vec<Lease>,
 }
 
 /// What became of a lease the renewal reported lost.
@@ -50,6 +55,8 @@ pub struct TickOutcome {
     pub lost: Vec<(Lease, LostFate)>,
     /// Streams acquired this round, with their stored spec.
     pub claimed: Vec<(StreamRequest, Lease)>,
+    /// Failing streams another live node may take: hand them over.
+    pub hand_over: Vec<Lease>,
     /// The first coordinator call that failed (the rest of the round was skipped).
     pub error: Option<CoordError>,
 }
@@ -122,12 +129,19 @@ async fn claim_round(
             "another live node uses this node.id; give every node its own id"
         );
     }
-    let others: Vec<usize> = nodes
+    let peers: Vec<Peer> = nodes
         .iter()
         .filter(|n| n.node != info.node)
-        .map(|n| n.streams)
+        .map(|n| (n.node.clone(), n.streams))
         .collect();
-    let mut plan = plan_claims(stored, &input.local, &others);
+    let cooling = coord.cooling().await?;
+    let live: Vec<String> = nodes.iter().map(|n| n.node.clone()).collect();
+    for lease in &input.failing {
+        if !eligible_peers(&info.node, &lease.stm_id, &live, &cooling).is_empty() {
+            out.hand_over.push(lease.clone());
+        }
+    }
+    let mut plan = plan_claims(&info.node, stored, &input.local, &peers, &cooling);
     if !input.may_claim_orphans {
         plan.claim.clear();
     }

@@ -163,6 +163,7 @@ impl WsForwarderActor {
         self.drop_warned = false;
         self.stats.ws_connects.fetch_add(1, Relaxed);
         self.stats.consumer_connected.store(true, Relaxed);
+        self.stats.set_consumer_error(None);
         let (replay, replay_ms) = (self.buffer.unsent(), self.buffer.unsent_ms());
         match self.outage.take() {
             Some(o) => tracing::info!(
@@ -405,6 +406,7 @@ impl Handler<LinkEvent> for WsForwarderActor {
             LinkEvent::Up { conn } => self.on_up(conn, ctx),
             LinkEvent::Down { conn } => self.on_down(conn),
             LinkEvent::Acked { conn, token } => self.on_acked(conn, token, ctx),
+            LinkEvent::Retrying { error } => self.stats.set_consumer_error(Some(error)),
             LinkEvent::Failed { error } => self.fail(error, ctx),
         }
     }
@@ -518,7 +520,20 @@ mod tests {
         };
         let cfg = ForwarderConfig::for_stream(&spec, &settings);
         assert_eq!(cfg.link.url, "ws://c/s1");
-        assert_eq!(cfg.link.headers, vec![("A".to_owned(), "b".to_owned())]);
+        // The stream's headers, plus the node's User-Agent (it names the node).
+        assert_eq!(
+            cfg.link.headers,
+            vec![
+                ("A".to_owned(), "b".to_owned()),
+                (
+                    "User-Agent".to_owned(),
+                    crate::config::user_agent(&settings.node)
+                ),
+            ]
+        );
+        assert!(cfg.link.headers[1]
+            .1
+            .contains(&format!("(node {})", settings.node)));
         assert_eq!(cfg.link.max_consecutive_failures, Some(3));
         assert_eq!(cfg.link.backoff_base, Duration::from_millis(100));
         assert_eq!(cfg.link.backoff_max, settings.backoff_max);

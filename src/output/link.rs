@@ -77,9 +77,19 @@ pub struct LinkConfig {
 
 impl LinkConfig {
     pub fn for_stream(spec: &StreamSpec, settings: &PipelineSettings) -> Self {
+        let mut headers = spec.ws_headers.clone();
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+        {
+            headers.push((
+                "User-Agent".to_owned(),
+                crate::config::user_agent(&settings.node),
+            ));
+        }
         Self {
             url: expand_url_template(&spec.ws_url, &spec.stm_id, &spec.trace_id),
-            headers: spec.ws_headers.clone(),
+            headers,
             connect_timeout: settings.timeouts.ws_connect,
             ping_interval: settings.ws_ping,
             backoff_base: settings.backoff_base,
@@ -119,6 +129,8 @@ pub enum LinkEvent {
     Down { conn: u64 },
     /// The consumer read your frames up to this replay token.
     Acked { conn: u64, token: u64 },
+    /// A connect attempt failed; the link retries (with backoff).
+    Retrying { error: String },
     /// The link gave up (failure budget spent); it has stopped.
     Failed { error: String },
 }
@@ -377,6 +389,9 @@ impl WsLinkActor {
                     url = %self.url(), error = %failure.message, attempt, ?delay,
                     "consumer connect failed; retrying"
                 );
+                self.broadcast(LinkEvent::Retrying {
+                    error: failure.message,
+                });
                 self.schedule_connect(delay, ctx);
             }
         }

@@ -69,6 +69,7 @@ impl WhepPeerActor {
         let signal = SignalConfig {
             bearer_token: spec.whep_token.clone(),
             timeout: settings.timeouts.http,
+            user_agent: Some(crate::config::user_agent(&settings.node)),
             ..SignalConfig::default()
         };
         Self {

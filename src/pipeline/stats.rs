@@ -31,6 +31,9 @@ pub struct StreamStats {
     pub ws_connects: AtomicU64,
     /// The consumer connection is up right now (false during an outage: audio is buffered).
     pub consumer_connected: AtomicBool,
+    /// Why the last consumer connect failed (cleared when connected); written only on
+    /// failures, so a lock is fine.
+    consumer_error: std::sync::Mutex<Option<String>>,
     pub whep_connects: AtomicU64,
     pub reconnects: AtomicU64,
     /// Sum and count of pipeline latency samples (RTP arrival → WS send), in microseconds.
@@ -76,6 +79,20 @@ pub struct StatsSnapshot {
 }
 
 impl StreamStats {
+    pub fn set_consumer_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.consumer_error.lock() {
+            *e = error;
+        }
+    }
+
+    /// The last consumer connect error, while the consumer is not connected.
+    pub fn consumer_error(&self) -> Option<String> {
+        if self.consumer_connected.load(Relaxed) {
+            return None;
+        }
+        self.consumer_error.lock().ok().and_then(|e| e.clone())
+    }
+
     pub fn record_latency(&self, micros: u64) {
         self.latency_us_sum.fetch_add(micros, Relaxed);
         self.latency_count.fetch_add(1, Relaxed);

@@ -85,6 +85,8 @@ pub struct SignalConfig {
     pub max_retry_after: Duration,
     /// W3C `traceparent` of the stream's trace (SPEC §7), sent on the POST.
     pub traceparent: Option<String>,
+    /// `User-Agent` sent on every request (see [`crate::config::user_agent`]).
+    pub user_agent: Option<String>,
 }
 
 impl Default for SignalConfig {
@@ -96,6 +98,7 @@ impl Default for SignalConfig {
             max_retries: 3,
             max_retry_after: Duration::from_secs(10),
             traceparent: None,
+            user_agent: None,
         }
     }
 }
@@ -120,6 +123,7 @@ impl fmt::Debug for SignalConfig {
             .field("max_retries", &self.max_retries)
             .field("max_retry_after", &self.max_retry_after)
             .field("traceparent", &self.traceparent)
+            .field("user_agent", &self.user_agent)
             .finish()
     }
 }
@@ -509,6 +513,13 @@ async fn send_once(
             )
         })?;
         builder = builder.insert_header((header::AUTHORIZATION, value));
+    }
+    if let Some(agent) = cfg
+        .user_agent
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        builder = builder.insert_header((header::USER_AGENT, agent));
     }
     if let Some(traceparent) = &cfg.traceparent {
         let value = HeaderValue::from_str(traceparent).map_err(|_| {

@@ -4,6 +4,7 @@
 //! - [`net`]: free loopback ports, a dependency-free HTTP GET, `wait_http_ok`.
 //! - [`node`]: `Node`, a `whep-bridge serve` process with API helpers; `assert_problem`.
 //! - [`redis`]: `RedisServer`, a real `redis-server` on a free port.
+//! - [`cluster`]: nodes on one Redis, extended-envelope streams, per-stream chunks at the sink.
 //! - [`process`]: `ChildGuard` (kill-on-drop child with captured logs) and `bin_path`.
 //! - [`interop`]: start the independent aiortc WHEP source (`tests/interop/aiortc_whep.py`).
 //! - [`ws_sink`]: `WsSink`, a recording WebSocket consumer that can drop/refuse connections.
@@ -18,6 +19,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod audio;
+pub mod cluster;
 pub mod continuity;
 pub mod interop;
 pub mod net;

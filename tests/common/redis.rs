@@ -1,5 +1,6 @@
-//! `RedisServer`: a real `redis-server` on a free loopback port, no persistence, killed on
-//! drop. `.ci/run` installs `redis-server`; a missing binary fails the test with that advice.
+//! `RedisServer`: a real `redis-server` on a free loopback port, killed on drop; no
+//! persistence, or an append-only file in a given directory (restart drills). `.ci/run`
+//! installs `redis-server`; a missing binary fails the test with that advice.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,24 +20,37 @@ impl RedisServer {
         Self::start_on(free_port())
     }
 
-    /// On a given port (e.g. to bring Redis back after a restart drill).
+    /// On a given port, without persistence.
     pub fn start_on(port: u16) -> Self {
-        let guard = ChildGuard::spawn(
-            "redis",
-            Command::new("redis-server").args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
+        Self::spawn(port, &["--appendonly", "no"])
+    }
+
+    /// On a given port with every write fsynced to an append-only file in `dir`: a restart
+    /// on the same port and directory comes back with the same data, as a production Redis
+    /// with AOF does.
+    pub fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
+        let dir = dir.to_string_lossy();
+        Self::spawn(
+            port,
+            &[
                 "--appendonly",
-                "no",
-            ]),
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                &dir,
+            ],
         )
-        .unwrap_or_else(|e| {
-            panic!("cannot run redis-server ({e}): install it (apt-get install redis-server)")
-        });
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> Self {
+        let port_s = port.to_string();
+        let mut args = vec!["--port", &port_s, "--bind", "127.0.0.1", "--save", ""];
+        args.extend_from_slice(extra);
+        let guard = ChildGuard::spawn("redis", Command::new("redis-server").args(&args))
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install it (apt-get install redis-server)")
+            });
         let server = Self { guard, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.ping() {

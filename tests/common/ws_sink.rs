@@ -91,6 +91,9 @@ struct State {
     conns: Vec<WsConnection>,
     live: Vec<(usize, AbortHandle)>,
     refuse_until: Option<Instant>,
+    /// Handshakes whose `User-Agent` contains one of these are answered 503 (a consumer one
+    /// node of a cluster cannot use).
+    blocked_agents: Vec<String>,
     refused: usize,
 }
 
@@ -226,6 +229,38 @@ impl WsSink {
         lock(&self.shared).refuse_until = Some(Instant::now() + d);
     }
 
+    /// From now on, drop every open connection whose handshake `User-Agent` contains `agent`
+    /// and answer new handshakes from it with 503: the consumer is dead for that client only
+    /// (whep-bridge nodes send `... (node <id>)`).
+    pub fn block_agent(&self, agent: &str) {
+        let mut st = lock(&self.shared);
+        st.blocked_agents.push(agent.to_owned());
+        let now = Instant::now();
+        let doomed: Vec<usize> = st
+            .conns
+            .iter()
+            .filter(|c| c.header("user-agent").is_some_and(|ua| ua.contains(agent)))
+            .map(|c| c.index)
+            .collect();
+        let mut kept = Vec::new();
+        for (index, handle) in std::mem::take(&mut st.live) {
+            if doomed.contains(&index) {
+                handle.abort();
+                if let Some(c) = st.conns.get_mut(index) {
+                    c.closed.get_or_insert(now);
+                }
+            } else {
+                kept.push((index, handle));
+            }
+        }
+        st.live = kept;
+    }
+
+    /// Undo every [`WsSink::block_agent`].
+    pub fn unblock_agents(&self) {
+        lock(&self.shared).blocked_agents.clear();
+    }
+
     /// Wait (blocking, polling) until `pred` holds for the messages; false on timeout.
     pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[WsMessage]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -344,6 +379,21 @@ async fn serve_connection(
                 )
             })
             .collect();
+        let agent = req
+            .headers()
+            .get("user-agent")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if lock(&shared)
+            .blocked_agents
+            .iter()
+            .any(|b| agent.contains(b.as_str()))
+        {
+            let mut refusal = ErrorResponse::new(Some("blocked".to_owned()));
+            *refusal.status_mut() =
+                tokio_tungstenite::tungstenite::http::StatusCode::SERVICE_UNAVAILABLE;
+            return Err(refusal);
+        }
         seen = Some((path, headers));
         Ok::<Response, ErrorResponse>(resp)
     };

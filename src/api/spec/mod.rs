@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::problem::Problem;
-use crate::config::{new_trace_id, EnvelopeKind, IceServer, OutputFormat, StreamSpec};
+use crate::config::{derived_trace_id, EnvelopeKind, IceServer, OutputFormat, StreamSpec};
 
 pub use parse::parse_stream_request;
 pub use view::{redact_url_str, StreamView};
@@ -153,7 +153,8 @@ impl StreamRequest {
     ///   (case-insensitively). With its own `wsUrl`, a request gets only its own headers.
     /// - `iceServers`: the request's list when given, else the node's.
     /// - `output`: each field given overrides the node default; `wsMode` likewise.
-    /// - `traceId`: generated ([`new_trace_id`]) when absent.
+    /// - `traceId`: derived from `stmId` ([`derived_trace_id`]) when absent, so it is the same
+    ///   on every node that runs the stream.
     pub fn resolve(self, defaults: &NodeDefaults) -> Result<(StreamSpec, WsMode), Problem> {
         self.validate()?;
         let request_headers = self.ws_headers.unwrap_or_default();
@@ -179,9 +180,12 @@ impl StreamRequest {
         let out = self.output.unwrap_or_default();
         let output = out.apply(defaults.output);
         output.validate().map_err(output_problem)?;
+        let trace_id = self
+            .trace_id
+            .unwrap_or_else(|| derived_trace_id(&self.stm_id));
         let spec = StreamSpec {
             stm_id: self.stm_id,
-            trace_id: self.trace_id.unwrap_or_else(new_trace_id),
+            trace_id,
             whep_url: self.whep_url,
             whep_token: self.whep_token,
             ws_url,
@@ -237,6 +241,17 @@ mod tests {
         assert_eq!(spec.trace_id.len(), 32);
         assert!(spec.trace_id.chars().all(|c| c.is_ascii_hexdigit()));
         assert!(spec.whep_token.is_none());
+        // Every node derives the same trace id for the stream; another stream gets another.
+        let again = req(r#"{"stmId":"a","whepUrl":"http://h/whep/other"}"#)
+            .resolve(&defaults())
+            .unwrap()
+            .0;
+        assert_eq!(again.trace_id, spec.trace_id);
+        let b = req(r#"{"stmId":"b","whepUrl":"http://h/whep/a"}"#)
+            .resolve(&defaults())
+            .unwrap()
+            .0;
+        assert_ne!(b.trace_id, spec.trace_id);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `{p}:epoch:{stmId}` | string counter | last epoch handed out (survives releases) |
 //! | `{p}:nodes` | set | node ids that have sent a heartbeat |
 //! | `{p}:node:{id}` | string, `PEXPIRE` | the node's heartbeat (JSON: address, load) |
+//! | `{p}:cooldowns` | hash | `stmId` → `{"fails":n,"nodes":{node: until ms}}`: who handed it over |
 //! | `{p}:events` | pub/sub channel | `put <stmId>`, `del <stmId>`, `released <stmId>` |
 
 /// Key names for one prefix.
@@ -43,6 +44,10 @@ impl Keys {
         format!("{}:node:{node}", self.prefix)
     }
 
+    pub fn cooldowns(&self) -> String {
+        format!("{}:cooldowns", self.prefix)
+    }
+
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
     }
@@ -61,6 +66,7 @@ mod tests {
         assert_eq!(k.nodes(), "prod-eu:nodes");
         assert_eq!(k.node("n1"), "prod-eu:node:n1");
         assert_eq!(k.events(), "prod-eu:events");
+        assert_eq!(k.cooldowns(), "prod-eu:cooldowns");
         // Two deployments never share a key.
         assert_ne!(Keys::new("a").lease("s"), Keys::new("b").lease("s"));
     }

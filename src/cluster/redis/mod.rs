@@ -18,6 +18,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::Notify;
 
 use super::coordinator::{BoxFuture, CoordError, Coordinator, NodeInfo, Put};
+use super::handover::{Cooling, HandoverPolicy};
 use super::lease::Lease;
 use crate::api::spec::StreamRequest;
 use keys::Keys;
@@ -54,6 +55,8 @@ struct Scripts {
     release: Script,
     put: Script,
     remove: Script,
+    hand_over: Script,
+    cooling: Script,
 }
 
 pub struct RedisCoordinator {
@@ -95,6 +98,8 @@ impl RedisCoordinator {
                 release: Script::new(scripts::RELEASE),
                 put: Script::new(scripts::PUT),
                 remove: Script::new(scripts::REMOVE),
+                hand_over: Script::new(scripts::HAND_OVER),
+                cooling: Script::new(scripts::COOLING),
             },
         })
     }
@@ -183,6 +188,7 @@ impl Coordinator for RedisCoordinator {
                 .key(self.keys.lease(stm_id))
                 .key(self.keys.epoch(stm_id))
                 .key(self.keys.events())
+                .key(self.keys.cooldowns())
                 .arg(stm_id)
                 .invoke_async(&mut con)
                 .await
@@ -299,6 +305,51 @@ impl Coordinator for RedisCoordinator {
                 node,
                 epoch,
             }))
+        })
+    }
+
+    fn hand_over<'a>(
+        &'a self,
+        lease: &'a Lease,
+        policy: &'a HandoverPolicy,
+    ) -> BoxFuture<'a, Result<Option<Duration>, CoordError>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let ms: i64 = self
+                .scripts
+                .hand_over
+                .key(self.keys.lease(&lease.stm_id))
+                .key(self.keys.cooldowns())
+                .key(self.keys.events())
+                .arg(&lease.node)
+                .arg(lease.epoch)
+                .arg(&lease.stm_id)
+                .arg(ttl_ms(policy.cooldown))
+                .arg(ttl_ms(policy.cooldown_max))
+                .invoke_async(&mut con)
+                .await
+                .map_err(err)?;
+            Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+        })
+    }
+
+    fn cooling(&self) -> BoxFuture<'_, Result<Cooling, CoordError>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let flat: Vec<String> = self
+                .scripts
+                .cooling
+                .key(self.keys.cooldowns())
+                .invoke_async(&mut con)
+                .await
+                .map_err(err)?;
+            let mut out = Cooling::new();
+            for pair in flat.chunks_exact(2) {
+                out.entry(pair[0].clone())
+                    .or_default()
+                    .insert(pair[1].clone());
+            }
+            Ok(out)
         })
     }
 
