@@ -67,6 +67,11 @@ async fn contract(c: &dyn Coordinator) {
         .expect("ok")
         .expect("granted");
     assert_eq!((l1.node.as_str(), l1.epoch), ("n1", 1));
+    assert_eq!(
+        c.orphans().await.ok(),
+        Some(vec!["cam:2".to_owned()]),
+        "cam:1 is held"
+    );
     assert_eq!(c.acquire("cam:1", "n2").await.ok(), Some(None), "fenced");
     assert_eq!(
         c.acquire("cam:1", "n1").await.ok().flatten(),

@@ -1,11 +1,12 @@
 //! Which streams a node should try to take on its next tick (SPEC §6): the plain decision
 //! behind the registry's claim loop.
 //!
-//! - **Unowned streams go to the least-loaded node.** A node claims a stream it does not
-//!   run only while its own load (counting what it claims this round) is at most the lowest
-//!   load among the other live nodes' heartbeats. Loads are up to a second old, so a burst of
-//!   new streams spreads over a few ticks instead of landing on whichever node looks first;
-//!   a stream some other node holds is simply refused by the coordinator's `acquire`.
+//! - **Unowned streams go to the least-loaded node.** A node claims an orphan while its
+//!   load (counting what it claims this round) is below its fair share (stored streams /
+//!   live nodes, rounded up), or at most the lowest load among the other live nodes'
+//!   heartbeats. The fair share places a burst of new streams in one round even though the
+//!   heartbeats are up to a second old; the least-loaded rule places the odd stream. Two
+//!   nodes asking for one stream is harmless: the coordinator's `acquire` grants one.
 //! - **Cooldowns steer claims** ([`handover`](super::handover)): a node cooling down for a
 //!   stream leaves it to the others, and the least-loaded rule only counts nodes that may
 //!   take it; when every node is cooling down for it, the cooldowns are ignored (someone
@@ -13,7 +14,7 @@
 //! - **A changed spec restarts its run** (a `PUT` that reached another node): the owner
 //!   releases and re-acquires, so the new run has a new epoch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::handover::Cooling;
 use crate::api::spec::StreamRequest;
@@ -36,21 +37,39 @@ pub fn is_least_loaded(load: usize, others: &[usize]) -> bool {
     others.iter().min().is_none_or(|&min| load <= min)
 }
 
-/// `stored`: every spec in the coordinator. `local`: what this node (`me`) runs, with the
-/// spec it runs. `peers`: the other live nodes. `cooling`: who is cooling down for what.
-pub fn plan_claims(
-    me: &str,
-    stored: &[StreamRequest],
-    local: &BTreeMap<String, StreamRequest>,
-    peers: &[Peer],
-    cooling: &Cooling,
-) -> ClaimPlan {
+/// What one node knows of the cluster when it plans.
+pub struct ClaimView<'a> {
+    pub me: &'a str,
+    /// Every stored spec.
+    pub stored: &'a [StreamRequest],
+    /// What this node runs, with the spec it runs.
+    pub local: &'a BTreeMap<String, StreamRequest>,
+    /// The other live nodes.
+    pub peers: &'a [Peer],
+    pub cooling: &'a Cooling,
+    /// Stored streams nobody holds a lease on.
+    pub orphans: &'a BTreeSet<String>,
+}
+
+pub fn plan_claims(view: &ClaimView<'_>) -> ClaimPlan {
+    let ClaimView {
+        me,
+        stored,
+        local,
+        peers,
+        cooling,
+        orphans,
+    } = *view;
     let mut plan = ClaimPlan::default();
     let mut load = local.len();
+    // Everyone's fair share: up to it a node claims without waiting for fresher loads, so
+    // a burst of new streams is placed in one round instead of one stream per node per round.
+    let target = stored.len().div_ceil(peers.len() + 1);
     for spec in stored {
         match local.get(&spec.stm_id) {
             Some(running) if running != spec => plan.restart.push(spec.stm_id.clone()),
             Some(_) => {}
+            None if !orphans.contains(&spec.stm_id) => {}
             None => {
                 let cold = cooling.get(&spec.stm_id);
                 let is_cold = |n: &str| cold.is_some_and(|c| c.contains(n));
@@ -66,7 +85,7 @@ pub fn plan_claims(
                     (true, true) => peers.iter().map(|(_, l)| *l).collect(),
                     (false, _) => warm,
                 };
-                if is_least_loaded(load, &rivals) {
+                if load < target || is_least_loaded(load, &rivals) {
                     plan.claim.push(spec.stm_id.clone());
                     load += 1;
                 }
@@ -96,12 +115,41 @@ mod tests {
             .collect()
     }
 
+    fn view<'a>(
+        stored: &'a [StreamRequest],
+        local: &'a BTreeMap<String, StreamRequest>,
+        peers: &'a [Peer],
+        cooling: &'a Cooling,
+        orphans: &'a BTreeSet<String>,
+    ) -> ClaimView<'a> {
+        ClaimView {
+            me: "me",
+            stored,
+            local,
+            peers,
+            cooling,
+            orphans,
+        }
+    }
+
+    /// Every stored stream this node does not run is an orphan.
     fn plan_for(
         stored: &[StreamRequest],
         local: &BTreeMap<String, StreamRequest>,
         others: &[usize],
     ) -> ClaimPlan {
-        plan_claims("me", stored, local, &peers(others), &Cooling::new())
+        let orphans = stored
+            .iter()
+            .filter(|s| !local.contains_key(&s.stm_id))
+            .map(|s| s.stm_id.clone())
+            .collect();
+        plan_claims(&view(
+            stored,
+            local,
+            &peers(others),
+            &Cooling::new(),
+            &orphans,
+        ))
     }
 
     fn local(items: &[(&str, &str)]) -> BTreeMap<String, StreamRequest> {
@@ -120,14 +168,19 @@ mod tests {
     }
 
     #[test]
-    fn claims_stop_once_this_node_is_above_the_least_loaded_peer() {
+    fn claims_up_to_the_fair_share_then_only_while_least_loaded() {
         let stored: Vec<_> = (0..10).map(|i| req(&format!("s{i}"), "x")).collect();
-        // Peers run 2 and 5; we run 0: we take up to load 2, then one more at equality.
+        // 10 streams, 3 nodes: a share of 4, whatever the (stale) peer loads say.
         let plan = plan_for(&stored, &BTreeMap::new(), &[5, 2]);
-        assert_eq!(plan.claim, ["s0", "s1", "s2"]);
-        // A busier node claims nothing new while a peer is lighter.
+        assert_eq!(plan.claim, ["s0", "s1", "s2", "s3"]);
+        // Peers at 0 and 1 on stale heartbeats: still the share, in one round.
+        assert_eq!(plan_for(&stored, &BTreeMap::new(), &[0, 1]).claim.len(), 4);
+        // Above its share and busier than a peer: a node claims nothing.
+        let few: Vec<_> = (0..4).map(|i| req(&format!("s{i}"), "x")).collect();
         let busy = local(&[("x1", "x"), ("x2", "x"), ("x3", "x")]);
-        assert!(plan_for(&stored, &busy, &[1]).claim.is_empty());
+        assert!(plan_for(&few, &busy, &[1]).claim.is_empty());
+        // Above its share but the least loaded: it takes the odd stream.
+        assert_eq!(plan_for(&few, &busy, &[3]).claim, ["s0"]);
     }
 
     #[test]
@@ -173,28 +226,46 @@ mod tests {
             )]
             .into()
         };
-        // We are the least loaded but cooling down: p0 (warm) takes it.
-        let p = plan_claims("me", &stored, &none, &peers(&[4]), &cool(&["me"]));
-        assert!(p.claim.is_empty());
-        // p0 is cooling down, p1 is warm but busier than us: we compare with p1 only.
-        let p = plan_claims(
-            "me",
-            &stored,
-            &local(&[("a", "1")]),
-            &peers(&[0, 3]),
-            &cool(&["p0"]),
-        );
-        assert_eq!(p.claim, ["s"]);
-        // Everyone cooling down: plain least-loaded (p0 at 0 wins, not us at 1).
+        let orphans: BTreeSet<String> = ["s".to_owned()].into();
         let busy = local(&[("a", "1")]);
-        let all = cool(&["me", "p0"]);
-        assert!(plan_claims("me", &stored, &busy, &peers(&[0]), &all)
+        let plan = |local: &BTreeMap<String, StreamRequest>,
+                    loads: &[usize],
+                    cooling: &Cooling|
+         -> Vec<String> {
+            let peers = peers(loads);
+            plan_claims(&ClaimView {
+                me: "me",
+                stored: &stored,
+                local,
+                peers: &peers,
+                cooling,
+                orphans: &orphans,
+            })
             .claim
-            .is_empty());
-        assert_eq!(
-            plan_claims("me", &stored, &none, &peers(&[0]), &all).claim,
-            ["s"]
-        );
+        };
+        // We are the least loaded but cooling down: p0 (warm) takes it.
+        assert!(plan(&none, &[4], &cool(&["me"])).is_empty());
+        // p0 is cooling down, p1 is warm but busier than us: we compare with p1 only.
+        assert_eq!(plan(&busy, &[0, 3], &cool(&["p0"])), ["s"]);
+        // Everyone cooling down: plain least-loaded (p0 at 0 wins, not us at 1).
+        let all = cool(&["me", "p0"]);
+        assert!(plan(&busy, &[0], &all).is_empty());
+        assert_eq!(plan(&none, &[0], &all), ["s"]);
+    }
+
+    #[test]
+    fn streams_another_node_holds_are_not_claimed_and_do_not_use_up_the_budget() {
+        let stored = [req("held", "x"), req("free", "x")];
+        let orphans: BTreeSet<String> = ["free".to_owned()].into();
+        let none = BTreeMap::new();
+        let p = plan_claims(&view(
+            &stored,
+            &none,
+            &peers(&[0]),
+            &Cooling::new(),
+            &orphans,
+        ));
+        assert_eq!(p.claim, ["free"]);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Every stored spec.
     fn streams(&self) -> BoxFuture<'_, Result<Vec<StreamRequest>, CoordError>>;
 
+    /// The ids of stored streams nobody holds a lease on, sorted.
+    fn orphans(&self) -> BoxFuture<'_, Result<Vec<String>, CoordError>>;
+
     /// `node` asks to run `stm_id`: a lease with a new epoch, or `None` if another node holds it.
     fn acquire<'a>(
         &'a self,

@@ -17,7 +17,7 @@ use crate::api::spec::StreamRequest;
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// A node that has not sent a heartbeat for this long is not listed.
-const NODE_TTL: Duration = Duration::from_secs(10);
+const NODE_TTL: Duration = LEASE_TTL;
 
 struct State {
     specs: BTreeMap<String, StreamRequest>,
@@ -124,6 +124,18 @@ impl Coordinator for EmbeddedCoordinator {
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), CoordError>> {
         self.lock().leases.release(lease);
         ready(Ok(()))
+    }
+
+    fn orphans(&self) -> BoxFuture<'_, Result<Vec<String>, CoordError>> {
+        let s = self.lock();
+        let now = Instant::now();
+        let ids = s
+            .specs
+            .keys()
+            .filter(|id| s.leases.holder(id, now).is_none())
+            .cloned()
+            .collect();
+        ready(Ok(ids))
     }
 
     fn owner<'a>(&'a self, stm_id: &'a str) -> BoxFuture<'a, Result<Option<Lease>, CoordError>> {

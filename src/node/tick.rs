@@ -14,12 +14,12 @@
 //!    **claim** what [`plan_claims`] gives this node — orphans only when allowed (not right
 //!    after an outage).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::api::spec::StreamRequest;
-use crate::cluster::claim::{plan_claims, Peer};
+use crate::cluster::claim::{plan_claims, ClaimView, Peer};
 use crate::cluster::handover::eligible_peers;
 use crate::cluster::{CoordError, Coordinator, Lease, NodeInfo};
 
@@ -141,7 +141,15 @@ async fn claim_round(
             out.hand_over.push(lease.clone());
         }
     }
-    let mut plan = plan_claims(&info.node, stored, &input.local, &peers, &cooling);
+    let orphans: BTreeSet<String> = coord.orphans().await?.into_iter().collect();
+    let mut plan = plan_claims(&ClaimView {
+        me: &info.node,
+        stored,
+        local: &input.local,
+        peers: &peers,
+        cooling: &cooling,
+        orphans: &orphans,
+    });
     if !input.may_claim_orphans {
         plan.claim.clear();
     }

@@ -29,7 +29,12 @@ impl Keys {
     }
 
     pub fn lease(&self, stm_id: &str) -> String {
-        format!("{}:lease:{stm_id}", self.prefix)
+        format!("{}{stm_id}", self.lease_prefix())
+    }
+
+    /// What every lease key starts with.
+    pub fn lease_prefix(&self) -> String {
+        format!("{}:lease:", self.prefix)
     }
 
     pub fn epoch(&self, stm_id: &str) -> String {

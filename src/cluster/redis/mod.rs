@@ -31,7 +31,8 @@ pub struct RedisSettings {
     /// Key prefix, so several deployments can share one Redis.
     pub prefix: String,
     pub lease_ttl: Duration,
-    /// A node missing heartbeats this long is no longer listed.
+    /// A node missing heartbeats this long is no longer listed (nor counted when placing
+    /// streams); the lease TTL, since such a node has lost its leases too.
     pub node_ttl: Duration,
     /// Bound on every Redis round trip (and on each connection attempt).
     pub timeout: Duration,
@@ -43,7 +44,7 @@ impl RedisSettings {
             url: url.to_owned(),
             prefix: "whep-bridge".to_owned(),
             lease_ttl: super::embedded::LEASE_TTL,
-            node_ttl: Duration::from_secs(10),
+            node_ttl: super::embedded::LEASE_TTL,
             timeout: Duration::from_millis(1_000),
         }
     }
@@ -57,6 +58,7 @@ struct Scripts {
     remove: Script,
     hand_over: Script,
     cooling: Script,
+    orphans: Script,
 }
 
 pub struct RedisCoordinator {
@@ -100,6 +102,7 @@ impl RedisCoordinator {
                 remove: Script::new(scripts::REMOVE),
                 hand_over: Script::new(scripts::HAND_OVER),
                 cooling: Script::new(scripts::COOLING),
+                orphans: Script::new(scripts::ORPHANS),
             },
         })
     }
@@ -213,6 +216,22 @@ impl Coordinator for RedisCoordinator {
             }
             out.sort_by(|a, b| a.stm_id.cmp(&b.stm_id));
             Ok(out)
+        })
+    }
+
+    fn orphans(&self) -> BoxFuture<'_, Result<Vec<String>, CoordError>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let mut ids: Vec<String> = self
+                .scripts
+                .orphans
+                .key(self.keys.streams())
+                .arg(self.keys.lease_prefix())
+                .invoke_async(&mut con)
+                .await
+                .map_err(err)?;
+            ids.sort();
+            Ok(ids)
         })
     }
 

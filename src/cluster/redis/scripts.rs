@@ -119,3 +119,13 @@ for i = 1, #all, 2 do
 end
 return out
 "#;
+
+/// The stored streams nobody holds a lease on (to claim). KEYS: streams hash. ARGV: the
+/// lease key prefix (`{p}:lease:`). One round trip however many streams there are.
+pub const ORPHANS: &str = r#"
+local out = {}
+for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then table.insert(out, id) end
+end
+return out
+"#;
