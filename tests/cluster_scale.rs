@@ -169,7 +169,7 @@ fn two_nodes_racing_for_100_new_streams_never_both_own_one() {
     let sink = WsSink::start();
     let (_src, src) = start_testsrc(&[]);
     let a = start_node("node-a", &redis.url());
-    let b = start_node("node-b", &redis.url());
+    let _b = start_node("node-b", &redis.url());
     eventually("both nodes listed", Duration::from_secs(5), || {
         owners(&a).is_empty()
             && serde_json::from_slice::<serde_json::Value>(
