@@ -5,6 +5,7 @@
 //! - [`handover`]: when a failing stream goes to another node, and the cooldowns after.
 //! - [`claim`]: `plan_claims`, which unowned streams a node takes (least-loaded wins).
 //! - [`lease`]: `LeaseTable`, the lease/epoch rules as a plain state machine.
+//! - [`jobs`]: jobs submitted through Redis — parsing, validation (the API's), results.
 //! - [`embedded`]: `EmbeddedCoordinator`, the in-memory single-node implementation.
 //! - [`redis`]: `RedisCoordinator`, the cluster implementation (keys, Lua scripts).
 
@@ -13,6 +14,7 @@ pub mod coordinator;
 pub mod embedded;
 pub mod fence;
 pub mod handover;
+pub mod jobs;
 pub mod lease;
 pub mod redis;
 

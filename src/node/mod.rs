@@ -6,6 +6,7 @@
 
 pub mod arbiters;
 pub mod config;
+pub mod jobs;
 pub mod keys;
 mod load;
 pub mod registry;

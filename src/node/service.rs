@@ -13,8 +13,10 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
 use crate::api::routes::{configure, ApiState};
+use crate::cluster::redis::jobs::{JobReader, JobReaderSettings};
 use crate::cluster::redis::RedisCoordinator;
 use crate::node::arbiters::ArbiterPool;
+use crate::node::jobs::RegistryJobs;
 use crate::node::registry::{Shutdown, StreamRegistry};
 use crate::node::NodeConfig;
 
@@ -28,6 +30,8 @@ pub struct RunningNode {
     /// Where the API actually listens (the real port when `api.listen` asked for port 0).
     pub addr: SocketAddr,
     handle: ServerHandle,
+    /// Reads jobs from Redis (a cluster only); stopped first on shutdown.
+    jobs: Option<JobReader>,
     server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     /// The server task has been awaited to completion (it must not be polled again).
     server_done: bool,
@@ -58,7 +62,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
             addr.to_string()
         }
     });
+    let node_id = settings.node.clone();
     let mut registry = StreamRegistry::new(settings, defaults, advertise, pool);
+    let mut job_source = None;
     if let Some(redis) = cfg.redis_settings() {
         tracing::info!(
             redis = %crate::api::spec::redact_url_str(&redis.url),
@@ -67,11 +73,24 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
         );
         let coord = RedisCoordinator::connect_lazy(redis)
             .map_err(|e| format!("invalid configuration: redis.url: {e}"))?;
+        job_source = Some((
+            coord.client(),
+            coord.keys().clone(),
+            coord.settings().timeout,
+        ));
         registry = registry
             .with_coordinator(Arc::new(coord))
             .with_handover(cfg.handover_policy());
     }
     let registry = registry.start();
+    let jobs = job_source.map(|(client, keys, timeout)| {
+        JobReader::spawn(
+            client,
+            keys,
+            JobReaderSettings::new(&node_id, timeout),
+            Arc::new(RegistryJobs(registry.clone())),
+        )
+    });
     let state = ApiState {
         registry: registry.clone(),
         token: cfg.api.token.clone(),
@@ -90,6 +109,9 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
         Ok(s) => s.run(),
         Err(e) => {
             // Nothing serves the streams' arbiters any more: stop them before giving up.
+            if let Some(jobs) = jobs {
+                jobs.shutdown().await;
+            }
             let _ = registry
                 .send(Shutdown {
                     grace: Duration::ZERO,
@@ -105,6 +127,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, String> {
         registry,
         addr,
         handle,
+        jobs,
         server,
         server_done: false,
     })
@@ -130,6 +153,10 @@ impl RunningNode {
     /// Graceful stop: every stream stops (WHEP DELETE, flush, WS close) within `grace`,
     /// then the arbiters and the HTTP API stop.
     pub async fn shutdown(self, grace: Duration) {
+        // No new work from Redis while the streams drain (the next node takes the jobs).
+        if let Some(jobs) = self.jobs {
+            jobs.shutdown().await;
+        }
         let _ = self.registry.send(Shutdown { grace }).await;
         self.handle.stop(true).await;
         if !self.server_done {

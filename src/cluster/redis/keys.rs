@@ -10,6 +10,12 @@
 //! | `{p}:node:{id}` | string, `PEXPIRE` | the node's heartbeat (JSON: address, load) |
 //! | `{p}:cooldowns` | hash | `stmId` → `{"fails":n,"nodes":{node: until ms}}`: who handed it over |
 //! | `{p}:events` | pub/sub channel | `put <stmId>`, `del <stmId>`, `released <stmId>` |
+//! | `{p}:jobs` | stream, group [`JOBS_GROUP`] | jobs from producers: `op start spec <json>`, `op stop stmId <id>` |
+//! | `{p}:job:{entryId}` | string, `EX` 24 h | the job's result JSON (accepted, or the problem) |
+//! | `{p}:job-results` | stream, `MAXLEN ~ 10000` | `jobId <entryId> result <json>`, one per job |
+
+/// The consumer group every node reads `{p}:jobs` in: one group, so each job goes to one node.
+pub const JOBS_GROUP: &str = "whep-bridge";
 
 /// Key names for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +62,21 @@ impl Keys {
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
     }
+
+    /// The stream producers add jobs to (see [`crate::cluster::jobs`]).
+    pub fn jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    /// Where the result of job `job_id` (its entry id in [`Keys::jobs`]) is kept.
+    pub fn job_result(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}", self.prefix)
+    }
+
+    /// The stream every job result is also appended to, for producers that wait on it.
+    pub fn job_results(&self) -> String {
+        format!("{}:job-results", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +93,15 @@ mod tests {
         assert_eq!(k.node("n1"), "prod-eu:node:n1");
         assert_eq!(k.events(), "prod-eu:events");
         assert_eq!(k.cooldowns(), "prod-eu:cooldowns");
+        assert_eq!(k.jobs(), "prod-eu:jobs");
+        assert_eq!(
+            k.job_result("1700000000000-0"),
+            "prod-eu:job:1700000000000-0"
+        );
+        assert_eq!(k.job_results(), "prod-eu:job-results");
+        // A result key can never be mistaken for the jobs stream or the results stream.
+        assert_ne!(k.job_result("s"), k.jobs());
+        assert_ne!(k.job_result("-results"), k.job_results());
         // Two deployments never share a key.
         assert_ne!(Keys::new("a").lease("s"), Keys::new("b").lease("s"));
     }

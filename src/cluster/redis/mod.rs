@@ -6,6 +6,7 @@
 //! acquired a stream. Every call is bounded by the response timeout: a Redis that does not
 //! answer is a [`CoordError`], never a hang.
 
+pub mod jobs;
 pub mod keys;
 pub mod scripts;
 
@@ -109,6 +110,15 @@ impl RedisCoordinator {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The client (for connections of their own, e.g. the job reader's blocking reads).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
     }
 }
 

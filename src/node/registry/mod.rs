@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use crate::cluster::claim::is_least_loaded;
 use crate::cluster::fence::FenceClock;
 use crate::cluster::handover::{HandoverPolicy, Health};
+use crate::cluster::jobs::{Job, JobOutcome};
 use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
 
 use actix::prelude::*;
@@ -364,6 +365,47 @@ impl Handler<Upsert> for StreamRegistry {
                 }
             }),
         ))
+    }
+}
+
+/// A job from Redis (see [`crate::node::jobs`]): validated like the API, then stored or
+/// deleted; placement is the cluster's.
+#[derive(Message)]
+#[rtype(result = "Result<JobOutcome, Problem>")]
+pub struct ApplyJob(pub Job);
+
+impl Handler<ApplyJob> for StreamRegistry {
+    type Result = AtomicResponse<Self, Result<JobOutcome, Problem>>;
+
+    fn handle(&mut self, ApplyJob(job): ApplyJob, ctx: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(Problem::draining()))));
+        }
+        let coord = self.coord.clone();
+        match job {
+            Job::Start(request) => {
+                // The same checks as the API, including building the pipeline (not started).
+                if let Err(problem) = self.prepare(request.clone(), ctx) {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(problem))));
+                }
+                AtomicResponse::new(Box::pin(
+                    async move {
+                        let put = coord.put_stream(&request, true).await;
+                        put.map(JobOutcome::from_put).map_err(unavailable)
+                    }
+                    .into_actor(self),
+                ))
+            }
+            Job::Stop { stm_id } => AtomicResponse::new(Box::pin(
+                async move { coord.remove_stream(&stm_id).await.map(|e| (stm_id, e)) }
+                    .into_actor(self)
+                    .map(|res, act, _| {
+                        let (stm_id, existed) = res.map_err(unavailable)?;
+                        act.stop_local(&stm_id, "deleted");
+                        Ok(JobOutcome::from_removed(existed))
+                    }),
+            )),
+        }
     }
 }
 
