@@ -167,6 +167,9 @@ async fn contract(c: &dyn Coordinator) {
     };
     c.heartbeat(&info).await.expect("heartbeat");
     assert_eq!(c.nodes().await.expect("nodes"), vec![info]);
+    // A draining node leaves the list at once.
+    c.leave("n1").await.expect("leave");
+    assert!(c.nodes().await.expect("nodes").is_empty());
 }
 
 #[test]

@@ -111,6 +111,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// This node is alive, with its load.
     fn heartbeat<'a>(&'a self, node: &'a NodeInfo) -> BoxFuture<'a, Result<(), CoordError>>;
 
+    /// `node` leaves (draining): it is no longer listed, so the others stop counting it when
+    /// they place the streams it hands over.
+    fn leave<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<(), CoordError>>;
+
     /// The live nodes.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, CoordError>>;
 

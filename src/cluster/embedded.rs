@@ -168,6 +168,11 @@ impl Coordinator for EmbeddedCoordinator {
         ready(Ok(()))
     }
 
+    fn leave<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<(), CoordError>> {
+        self.lock().nodes.remove(node);
+        ready(Ok(()))
+    }
+
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, CoordError>> {
         let now = Instant::now();
         let nodes = self

@@ -153,11 +153,15 @@ impl RunningNode {
     /// Graceful stop: every stream stops (WHEP DELETE, flush, WS close) within `grace`,
     /// then the arbiters and the HTTP API stop.
     pub async fn shutdown(self, grace: Duration) {
-        // No new work from Redis while the streams drain (the next node takes the jobs).
+        // No new work from Redis while the streams drain (the other nodes take the jobs);
+        // the reader finishes its current read meanwhile.
+        if let Some(jobs) = &self.jobs {
+            jobs.stop();
+        }
+        let _ = self.registry.send(Shutdown { grace }).await;
         if let Some(jobs) = self.jobs {
             jobs.shutdown().await;
         }
-        let _ = self.registry.send(Shutdown { grace }).await;
         self.handle.stop(true).await;
         if !self.server_done {
             let _ = self.server.await;

@@ -74,6 +74,11 @@ pub async fn run_tick(coord: Arc<dyn Coordinator>, input: TickInput) -> TickOutc
         }
     };
     out.renewed = Some(sent);
+    if input.draining {
+        // Leases lost now are the ones this node just released after draining their
+        // streams: nothing to settle, and re-acquiring them would hold up the hand-over.
+        return out;
+    }
     let stored = match coord.streams().await {
         Ok(s) => s,
         Err(e) => {
@@ -97,7 +102,7 @@ pub async fn run_tick(coord: Arc<dyn Coordinator>, input: TickInput) -> TickOutc
         };
         out.lost.push((lease, fate));
     }
-    if input.draining || out.error.is_some() {
+    if out.error.is_some() {
         return out;
     }
     if let Err(e) = claim_round(coord.as_ref(), &input, &stored, &mut out).await {

@@ -3,12 +3,16 @@
 //! arrived and at what pace (1.000× = real time since the stream's first chunk).
 //!
 //! [`start`] runs it inside another program (`whep-bridge demo`) and exposes the tally;
-//! [`run`] is the command.
+//! [`run`] is the command. With `extended` envelopes it also follows each stream's owner
+//! `node` and `epoch` and the audio gap at every takeover; `--report-json` writes all of it
+//! to a file that scripts (the `cluster/drill.sh` failover drill) read while the sink runs.
 
 pub mod tally;
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +35,10 @@ pub struct SinkArgs {
     /// Seconds between report lines.
     #[arg(long, default_value_t = 2)]
     pub report_every: u64,
+    /// Also write every stream's tally as one JSON object to this file on every report tick
+    /// (replaced atomically: readers never see a partial file).
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<PathBuf>,
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, tally: Arc<Mutex<Tally>>) {
@@ -167,25 +175,27 @@ impl Drop for RunningSink {
 }
 
 /// Runs the sink until Ctrl-C (the `whep-bridge sink` command): a report line per stream
-/// every `--report-every` seconds.
+/// every `--report-every` seconds, and the `--report-json` file if asked for (written once
+/// more at exit, so it ends with the final counts).
 pub async fn run(args: SinkArgs) -> Result<(), String> {
     let sink = start(args.listen).await?;
     let report = {
         let tally = sink.tally();
+        let json_path = args.report_json.clone();
         let every = Duration::from_secs(args.report_every.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            tick.tick().await;
             loop {
+                // The first tick is immediate: the JSON file exists (`{}`) as soon as the
+                // sink listens, so a script can wait for it.
                 tick.tick().await;
-                let Ok(t) = tally.lock() else { return };
-                for (id, s) in &t.streams {
-                    tracing::info!(
-                        stm_id = %id, chunks = s.chunks, audio_s = format_args!("{:.1}", s.seconds),
-                        rate = s.sample_rate, channels = s.channels, seq_gaps = s.seq_gaps,
-                        pace = format_args!("{:.3}x real time", s.pace()),
-                        "received"
-                    );
+                let doc = {
+                    let Ok(t) = tally.lock() else { return };
+                    log_report(&t);
+                    json_path.as_ref().map(|_| t.report_json(Instant::now()))
+                };
+                if let (Some(path), Some(doc)) = (&json_path, doc) {
+                    write_report(path, &doc);
                 }
             }
         })
@@ -193,7 +203,55 @@ pub async fn run(args: SinkArgs) -> Result<(), String> {
     let _ = tokio::signal::ctrl_c().await;
     report.abort();
     sink.stop();
+    if let Some(path) = &args.report_json {
+        if let Ok(t) = sink.tally.lock() {
+            write_report(path, &t.report_json(Instant::now()));
+        }
+    }
     Ok(())
+}
+
+/// One `received` line per stream.
+fn log_report(t: &Tally) {
+    for (id, s) in &t.streams {
+        tracing::info!(
+            stm_id = %id, chunks = s.chunks, audio_s = format_args!("{:.1}", s.seconds),
+            rate = s.sample_rate, channels = s.channels, seq_gaps = s.seq_gaps,
+            pace = format_args!("{:.3}x real time", s.pace()),
+            node = s.node.as_deref().unwrap_or("-"),
+            epoch = s.epoch.unwrap_or(0),
+            owner_changes = s.owner_changes,
+            stale_chunks = s.stale_chunks,
+            max_gap_ms = s.max_gap.as_millis(),
+            takeover_gaps_ms = ?s.takeover_gaps_ms(),
+            "received"
+        );
+    }
+}
+
+/// Writes the report file, logging (not failing on) errors: a full disk must not stop the
+/// sink from consuming audio. The file is small (about 300 bytes per stream), so the
+/// blocking write costs less than handing it to another thread.
+fn write_report(path: &Path, doc: &serde_json::Value) {
+    if let Err(e) = write_atomically(path, doc.to_string().as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the JSON report");
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: a reader
+/// sees the old file or the new one, never a partial one (rename is atomic within a
+/// directory).
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("the report path names no file"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -210,6 +268,22 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    #[test]
+    fn report_file_is_replaced_whole_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        write_atomically(&path, b"{\"a\":1}").unwrap();
+        write_atomically(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["report.json"]);
+        assert!(write_atomically(dir.path().join("missing/r.json").as_path(), b"{}").is_err());
+        assert!(write_atomically(Path::new("/"), b"{}").is_err());
     }
 
     #[tokio::test]

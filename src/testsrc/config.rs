@@ -10,13 +10,22 @@ use std::time::Duration;
 use super::behaviour::{parse_fec, parse_freq, parse_pct, parse_secs, Behaviour};
 use crate::config::RtcConfig;
 
-/// Extra help for the `testsrc` subcommand (use as its `after_help`).
+/// Extra help for the `testsrc` subcommand: its `after_help` (set on [`TestSrcArgs`]).
 pub const TESTSRC_AFTER_HELP: &str = "\
 Endpoints:
   POST   /whep/{name}                          offer (application/sdp) -> 201 + answer
   POST   /rtc/v1/whep/?app=APP&stream=NAME     SRS style, Location is SRS-like
   DELETE <Location>                            ends the session
   GET    /healthz, GET /stats                  liveness, per-session JSON figures
+
+Control (loopback tool for test harnesses, no auth): make the source unreachable for
+the clients whose User-Agent contains SUB (cluster nodes send `whep-bridge/V (node ID)`):
+  POST   /control/block?agent=SUB              refuse their play POSTs (503 without
+                                               Retry-After, or a closed connection with
+                                               --srs-errors) and drop their live sessions
+                                               at once, like drop_after
+  POST   /control/unblock[?agent=SUB]          lift that rule (no agent: all of them)
+  both answer 200 {\"blocked\":[rules],\"dropped\":N}
 
 Per-session overrides go in the POST query string, alongside app/stream:
   freq, freq_r, fec, start_seq, start_ts, delay_start, silence_after, silence_for,
@@ -31,6 +40,7 @@ setting, shared by all its sessions.";
 
 /// Options of the synthetic WHEP source.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = TESTSRC_AFTER_HELP)]
 pub struct TestSrcArgs {
     /// HTTP address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8088", value_name = "ADDR")]
@@ -288,6 +298,20 @@ mod tests {
         let rtc = a.rtc_config();
         assert!(rtc.allowed_ips.is_empty(), "0.0.0.0 = every address");
         assert_eq!(rtc.udp_port_range, Some((40_000, 40_100)));
+    }
+
+    #[test]
+    fn help_lists_the_endpoints_and_control_routes() {
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for route in [
+            "/whep/{name}",
+            "/control/block?agent=SUB",
+            "/control/unblock",
+        ] {
+            assert!(help.contains(route), "{route} missing from:\n{help}");
+        }
     }
 
     #[test]

@@ -5,12 +5,27 @@
 //! string), [`http`] (a minimal HTTP/1.1 server that can fail the SRS way), `routes` (URL
 //! dialects), [`tone`] + `hub` (one shared Opus encoder per tone pair), [`packetizer`] +
 //! [`shaper`] (per-session RTP numbering and misbehaviour), `session` (the per-session
-//! task) and `server` (the request handler). WebRTC itself is behind
+//! task), [`block`] (per-client reachability rules) and `server` (the request handler). WebRTC itself is behind
 //! [`crate::rtc::sender::SendSession`].
+//!
+//! Control routes (a loopback tool for test harnesses, no auth), to simulate a media server
+//! that one node of a cluster cannot reach while the others can ([`block`]); nodes name
+//! themselves in the `User-Agent` of their WHEP POST (`whep-bridge/0.1.0 (node node-a)`):
+//! - `POST /control/block?agent=SUB`: from now on every play POST whose `User-Agent`
+//!   contains `SUB` (case-sensitive) is refused like any other error (`--srs-errors`: the
+//!   connection is closed with no response; otherwise a plain `503` with a short text and no
+//!   `Retry-After`), and every live session created with such a `User-Agent` is dropped at
+//!   once, exactly like `drop_after` (peer connection closed, no BYE, no HTTP signal).
+//! - `POST /control/unblock?agent=SUB` lifts that rule; `POST /control/unblock` lifts all.
+//!
+//! Both answer `200 {"blocked":[rules in effect],"dropped":N}`; an empty or missing `agent`
+//! on block, or an empty one on unblock, is a 400, another method a 405 (reported the same
+//! way as every other error). `/stats` shows each session's `userAgent`.
 //!
 //! Runs on any tokio runtime (multi-thread or current-thread): everything is `tokio::spawn`.
 
 pub mod behaviour;
+pub mod block;
 pub mod config;
 pub mod http;
 mod hub;

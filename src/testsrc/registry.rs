@@ -1,5 +1,6 @@
 //! The live sessions of a test source: lookup for `DELETE`, counts for `--max-sessions`,
-//! figures for `/stats`, and cancellation at shutdown.
+//! figures for `/stats`, cancellation at shutdown, and the per-client sweep of
+//! `/control/block`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -37,6 +38,28 @@ impl Phase {
     }
 }
 
+/// Why a session was told to end from outside its task. Every one of them ends it the same
+/// way (peer connection closed, nothing else sent); the reason only goes to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `DELETE` of its Location.
+    Deleted,
+    /// The server is shutting down.
+    Shutdown,
+    /// Its client's `User-Agent` matched a `/control/block` rule.
+    Blocked,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Deleted => "deleted",
+            Self::Shutdown => "shut down",
+            Self::Blocked => "dropped (client blocked)",
+        })
+    }
+}
+
 /// One session as the server side sees it.
 pub struct SessionEntry {
     pub id: String,
@@ -44,10 +67,14 @@ pub struct SessionEntry {
     pub app: Option<String>,
     pub freq: f64,
     pub freq_r: f64,
+    /// `User-Agent` of the POST that created it: which cluster node is playing
+    /// (`/control/block` matches on it).
+    pub user_agent: Option<String>,
     created: Instant,
     packets_sent: AtomicU64,
     phase: AtomicU8,
-    cancel: watch::Sender<bool>,
+    /// `None` while it may run; the first reason given wins.
+    cancel: watch::Sender<Option<Stop>>,
 }
 
 impl SessionEntry {
@@ -58,11 +85,18 @@ impl SessionEntry {
             app,
             freq,
             freq_r,
+            user_agent: None,
             created: Instant::now(),
             packets_sent: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Negotiating as u8),
-            cancel: watch::channel(false).0,
+            cancel: watch::channel(None).0,
         }
+    }
+
+    /// Records the client's `User-Agent`.
+    pub fn with_user_agent(mut self, user_agent: Option<String>) -> Self {
+        self.user_agent = user_agent;
+        self
     }
 
     pub fn count_sent(&self) {
@@ -81,13 +115,21 @@ impl SessionEntry {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
     }
 
-    /// Asks the session task to end (DELETE or shutdown).
-    pub fn cancel(&self) {
-        self.cancel.send_replace(true);
+    /// Asks the session task to end. Only the first call counts (a session deleted while the
+    /// server shuts down is logged as deleted).
+    pub fn cancel(&self, why: Stop) {
+        self.cancel.send_if_modified(|stop| {
+            let first = stop.is_none();
+            if first {
+                *stop = Some(why);
+            }
+            first
+        });
     }
 
-    /// Resolves once [`cancel`](Self::cancel) was called (also if it was called before).
-    pub fn cancelled(&self) -> watch::Receiver<bool> {
+    /// Holds `Some(reason)` once [`cancel`](Self::cancel) was called (also if it was called
+    /// before subscribing).
+    pub fn cancelled(&self) -> watch::Receiver<Option<Stop>> {
         self.cancel.subscribe()
     }
 
@@ -96,6 +138,7 @@ impl SessionEntry {
             id: self.id.clone(),
             name: self.name.clone(),
             app: self.app.clone(),
+            user_agent: self.user_agent.clone(),
             freq: self.freq,
             freq_r: self.freq_r,
             phase: self.phase(),
@@ -113,6 +156,9 @@ pub struct SessionStats {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// `User-Agent` of the POST that created the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
     pub freq: f64,
     pub freq_r: f64,
     pub phase: Phase,
@@ -173,8 +219,27 @@ impl Registry {
     /// Cancels every session (shutdown); each removes itself when its task ends.
     pub fn cancel_all(&self) {
         for entry in self.lock().values() {
-            entry.cancel();
+            entry.cancel(Stop::Shutdown);
         }
+    }
+
+    /// Removes every session `pick` selects and cancels it with `why`; returns how many.
+    ///
+    /// Removed at once, like on `DELETE`, so counts and `/stats` reflect it as soon as the
+    /// caller answers; each task closes its peer connection right after.
+    pub fn remove_where(&self, pick: impl Fn(&SessionEntry) -> bool, why: Stop) -> usize {
+        let mut picked = Vec::new();
+        self.lock().retain(|_, entry| {
+            let keep = !pick(entry);
+            if !keep {
+                picked.push(Arc::clone(entry));
+            }
+            keep
+        });
+        for entry in &picked {
+            entry.cancel(why);
+        }
+        picked.len()
     }
 
     /// Per-session figures, oldest first.
@@ -210,10 +275,44 @@ mod tests {
     fn cancel_is_seen_even_if_sent_before_waiting() {
         let e = entry("a");
         let rx = e.cancelled();
-        e.cancel();
-        assert!(*rx.borrow());
-        // A receiver created after the cancel sees it too.
-        assert!(*e.cancelled().borrow());
+        assert_eq!(*rx.borrow(), None);
+        e.cancel(Stop::Deleted);
+        assert_eq!(*rx.borrow(), Some(Stop::Deleted));
+        // A receiver created after the cancel sees it too, and the first reason stays.
+        e.cancel(Stop::Shutdown);
+        assert_eq!(*e.cancelled().borrow(), Some(Stop::Deleted));
+    }
+
+    #[test]
+    fn remove_where_takes_out_and_cancels_only_the_picked() {
+        let r = Registry::new(None);
+        let agent = |id: &str, ua: &str| {
+            Arc::new(
+                SessionEntry::new(id.into(), "s".into(), None, 440.0, 660.0)
+                    .with_user_agent(Some(ua.into())),
+            )
+        };
+        let (a1, a2, b) = (
+            agent("a1", "x (node a)"),
+            agent("a2", "y (node a)"),
+            agent("b", "x (node b)"),
+        );
+        for e in [&a1, &a2, &b] {
+            r.insert(Arc::clone(e)).unwrap();
+        }
+        let is_a = |e: &SessionEntry| {
+            e.user_agent
+                .as_deref()
+                .is_some_and(|u| u.contains("node a"))
+        };
+        assert_eq!(r.remove_where(is_a, Stop::Blocked), 2);
+        assert_eq!(r.len(), 1);
+        assert_eq!(*a1.cancelled().borrow(), Some(Stop::Blocked));
+        assert_eq!(*a2.cancelled().borrow(), Some(Stop::Blocked));
+        assert_eq!(*b.cancelled().borrow(), None);
+        assert_eq!(r.remove_where(is_a, Stop::Blocked), 0);
+        let json = serde_json::to_value(&r.stats()[0]).unwrap();
+        assert_eq!(json["userAgent"], "x (node b)");
     }
 
     #[test]
@@ -231,5 +330,9 @@ mod tests {
         assert_eq!(json["packetsSent"], 2);
         assert_eq!(json["phase"], "sending");
         assert_eq!(json["freqR"], 660.0);
+        assert!(
+            json.get("userAgent").is_none(),
+            "omitted when the client sent none"
+        );
     }
 }

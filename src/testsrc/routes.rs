@@ -4,6 +4,9 @@
 //! `/whep/{name}/sessions/{id}`) and SRS (`POST /rtc/v1/whep/?app=APP&stream=NAME`, session
 //! at the relative `/rtc/v1/whip/?action=delete&token=ID&app=APP&stream=NAME` that SRS
 //! returns even for WHEP).
+//!
+//! Besides them, control routes for test harnesses (loopback tool, no auth):
+//! `POST /control/block?agent=SUB` and `POST /control/unblock[?agent=SUB]` (see `block`).
 
 use url::form_urlencoded;
 
@@ -31,6 +34,15 @@ pub enum Route {
     Delete {
         id: String,
     },
+    /// `POST /control/block?agent=SUB`: refuse and drop clients whose `User-Agent` contains
+    /// `agent`.
+    Block {
+        agent: String,
+    },
+    /// `POST /control/unblock[?agent=SUB]`: lift that rule, or every rule when `None`.
+    Unblock {
+        agent: Option<String>,
+    },
     /// CORS preflight or capability probe.
     Options,
     /// Known path, wrong method.
@@ -38,7 +50,7 @@ pub enum Route {
         allow: &'static str,
     },
     NotFound,
-    /// A play or delete URL with a missing or malformed part.
+    /// A play, delete or control URL with a missing or malformed part.
     BadRequest(&'static str),
 }
 
@@ -48,6 +60,9 @@ fn valid_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._~:-".contains(&b))
 }
+
+/// Longest `agent` accepted by the control routes (a `User-Agent` fragment).
+const MAX_AGENT_LEN: usize = 256;
 
 fn split_target(target: &str) -> (&str, Vec<(String, String)>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -86,6 +101,7 @@ pub fn route(method: &str, target: &str) -> Route {
         "/rtc/v1/whep/" | "/rtc/v1/whep" | "/rtc/v1/whip/" | "/rtc/v1/whip" => {
             return srs_route(method, path, query)
         }
+        "/control/block" | "/control/unblock" => return control_route(method, path, &query),
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/whep/") else {
@@ -145,6 +161,28 @@ fn srs_route(method: &str, path: &str, query: Vec<(String, String)>) -> Route {
         app: Some(app),
         dialect: Dialect::Srs,
         query,
+    }
+}
+
+/// `/control/block` needs a non-empty `agent`; `/control/unblock` takes an optional one
+/// (absent = lift every rule), but an empty one is a mistake, not "all".
+fn control_route(method: &str, path: &str, query: &[(String, String)]) -> Route {
+    if method != "POST" {
+        return Route::MethodNotAllowed { allow: "POST" };
+    }
+    let agent = match get(query, "agent") {
+        Some(a) if a.trim().is_empty() => {
+            return Route::BadRequest("agent must be a non-empty part of a User-Agent")
+        }
+        Some(a) if a.len() > MAX_AGENT_LEN => {
+            return Route::BadRequest("agent must be at most 256 bytes")
+        }
+        other => other.map(str::to_owned),
+    };
+    match (path, agent) {
+        ("/control/block", Some(agent)) => Route::Block { agent },
+        ("/control/block", None) => Route::BadRequest("missing agent"),
+        (_, agent) => Route::Unblock { agent },
     }
 }
 
@@ -239,6 +277,62 @@ mod tests {
         assert_eq!(route("OPTIONS", "/whep/x"), Route::Options);
         assert_eq!(route("GET", "/nope"), Route::NotFound);
         assert_eq!(route("POST", "/"), Route::NotFound);
+    }
+
+    #[test]
+    fn control_block_and_unblock() {
+        assert_eq!(
+            route("POST", "/control/block?agent=node-a"),
+            Route::Block {
+                agent: "node-a".into()
+            }
+        );
+        // Decoded like any query value: spaces and parentheses of a User-Agent survive.
+        assert_eq!(
+            route("POST", "/control/block?agent=%28node+node-a%29&x=1"),
+            Route::Block {
+                agent: "(node node-a)".into()
+            }
+        );
+        assert_eq!(
+            route("POST", "/control/unblock?agent=node-a"),
+            Route::Unblock {
+                agent: Some("node-a".into())
+            }
+        );
+        assert_eq!(
+            route("POST", "/control/unblock"),
+            Route::Unblock { agent: None }
+        );
+    }
+
+    #[test]
+    fn control_routes_reject_bad_input() {
+        for target in [
+            "/control/block",
+            "/control/block?agent=",
+            "/control/block?agent=%20",
+            "/control/block?other=node-a",
+            "/control/unblock?agent=",
+        ] {
+            assert!(
+                matches!(route("POST", target), Route::BadRequest(_)),
+                "{target}"
+            );
+        }
+        let long = format!("/control/block?agent={}", "a".repeat(257));
+        assert!(matches!(route("POST", &long), Route::BadRequest(_)));
+        for method in ["GET", "PUT", "DELETE"] {
+            for path in ["/control/block?agent=a", "/control/unblock"] {
+                assert_eq!(
+                    route(method, path),
+                    Route::MethodNotAllowed { allow: "POST" },
+                    "{method} {path}"
+                );
+            }
+        }
+        assert_eq!(route("POST", "/control/other"), Route::NotFound);
+        assert_eq!(route("POST", "/control"), Route::NotFound);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The HTTP side of the test source: WHEP offers in, sessions out, and the SRS-like error
-//! mode where every failure is a silently closed connection.
+//! The HTTP side of the test source: WHEP offers in, sessions out, the SRS-like error
+//! mode where every failure is a silently closed connection, and the control routes that
+//! make the source unreachable for chosen clients.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use tokio::time::Instant;
 use webrtc::api::API;
 
 use super::behaviour::Behaviour;
+use super::block::{self, Blocklist};
 use super::config::TestSrcArgs;
 use super::http::{Handler, Reply, Request, Response};
 use super::hub::ToneHub;
-use super::registry::{Registry, SessionEntry, Stats};
+use super::registry::{Registry, SessionEntry, Stats, Stop};
 use super::routes::{self, Dialect, Route};
 use super::session::{self, Session};
 use crate::config::RtcConfig;
@@ -28,6 +30,8 @@ pub(crate) struct Server {
     defaults: Behaviour,
     hub: ToneHub,
     registry: Arc<Registry>,
+    /// `/control/block` rules.
+    blocked: Blocklist,
     srs_errors: bool,
     srs_location: bool,
     streams: Vec<String>,
@@ -55,6 +59,7 @@ impl Server {
             defaults: args.behaviour(),
             hub: ToneHub::default(),
             registry: Arc::new(Registry::new(args.max_sessions)),
+            blocked: Blocklist::default(),
             srs_errors: args.srs_errors,
             srs_location: args.srs_location,
             streams: args.streams.clone(),
@@ -101,6 +106,47 @@ impl Server {
         }
     }
 
+    /// How a blocked client is refused: like every other error (a closed connection in SRS
+    /// error mode), and in plain mode a 503 *without* `Retry-After`, because waiting does not
+    /// help a client the server cannot reach: it should go elsewhere.
+    fn refuse_blocked(&self, rule: &str) -> Reply {
+        self.error(
+            503,
+            format!("unreachable for this client (User-Agent matches blocked {rule:?})"),
+        )
+    }
+
+    /// `/control/block`: refuse this agent from now on and drop its live sessions.
+    ///
+    /// The rule goes in before the sweep, and `play` checks the rule again after answering,
+    /// so an offer racing with the block cannot leave a session behind.
+    fn block(&self, agent: &str) -> Reply {
+        self.blocked.add(agent);
+        let dropped = self.registry.remove_where(
+            |e| block::matches(agent, e.user_agent.as_deref()),
+            Stop::Blocked,
+        );
+        tracing::info!(agent, dropped, "testsrc: client blocked");
+        self.control_reply(dropped)
+    }
+
+    /// `/control/unblock`: lift one rule, or all of them.
+    fn unblock(&self, agent: Option<&str>) -> Reply {
+        self.blocked.remove(agent);
+        tracing::info!(agent = agent.unwrap_or("*"), "testsrc: client unblocked");
+        self.control_reply(0)
+    }
+
+    /// `{"blocked":[rules in effect],"dropped":N}`.
+    fn control_reply(&self, dropped: usize) -> Reply {
+        let body = serde_json::json!({ "blocked": self.blocked.rules(), "dropped": dropped });
+        Reply::Respond(
+            Response::new(200)
+                .with_header("Content-Type", "application/json")
+                .with_body(body.to_string()),
+        )
+    }
+
     async fn play(
         &self,
         req: &Request,
@@ -111,6 +157,11 @@ impl Server {
     ) -> Reply {
         if self.closing.load(Ordering::SeqCst) {
             return self.error(503, "shutting down");
+        }
+        let user_agent = req.header("user-agent").map(str::to_owned);
+        // First: to a blocked client the server is unreachable, whatever it asks for.
+        if let Some(rule) = self.blocked.blocking(user_agent.as_deref()) {
+            return self.refuse_blocked(&rule);
         }
         if !self.streams.is_empty() && !self.streams.contains(&name) {
             return self.error(404, format!("no stream {name:?} here"));
@@ -131,13 +182,16 @@ impl Server {
         };
 
         let id = format!("{:016x}", rand::random::<u64>());
-        let entry = Arc::new(SessionEntry::new(
-            id.clone(),
-            name.clone(),
-            app.clone(),
-            behaviour.freq,
-            behaviour.freq_r,
-        ));
+        let entry = Arc::new(
+            SessionEntry::new(
+                id.clone(),
+                name.clone(),
+                app.clone(),
+                behaviour.freq,
+                behaviour.freq_r,
+            )
+            .with_user_agent(user_agent.clone()),
+        );
         if self.registry.insert(Arc::clone(&entry)).is_err() {
             if self.srs_errors {
                 return Reply::Close;
@@ -168,6 +222,12 @@ impl Server {
                 return self.error(status, format!("cannot answer the offer: {e}"));
             }
         };
+        // Blocked while the answer was being built (the sweep may already have removed it).
+        if let Some(rule) = self.blocked.blocking(user_agent.as_deref()) {
+            rtc.close().await;
+            self.registry.remove(&id);
+            return self.refuse_blocked(&rule);
+        }
 
         let dialect = if self.srs_location {
             Dialect::Srs
@@ -175,7 +235,14 @@ impl Server {
             dialect
         };
         let location = routes::location(dialect, &name, app.as_deref(), &id);
-        tracing::info!(%id, stream = %name, freq = behaviour.freq, freq_r = behaviour.freq_r, "testsrc session created");
+        tracing::info!(
+            %id,
+            stream = %name,
+            freq = behaviour.freq,
+            freq_r = behaviour.freq_r,
+            user_agent = user_agent.as_deref().unwrap_or("-"),
+            "testsrc session created"
+        );
 
         self.tasks.fetch_add(1, Ordering::SeqCst);
         let guard = TaskGuard(Arc::clone(&self.tasks));
@@ -208,7 +275,7 @@ impl Server {
         // the peer connection right after.
         match self.registry.remove(id) {
             Some(entry) => {
-                entry.cancel();
+                entry.cancel(Stop::Deleted);
                 Reply::Respond(Response::new(200).with_header("Access-Control-Allow-Origin", "*"))
             }
             None => self.error(404, "no such session"),
@@ -236,6 +303,8 @@ impl Handler for Server {
                 query,
             } => self.play(&req, name, app, dialect, &query).await,
             Route::Delete { id } => self.delete(&id),
+            Route::Block { agent } => self.block(&agent),
+            Route::Unblock { agent } => self.unblock(agent.as_deref()),
             Route::Options => Reply::Respond(
                 Response::new(204)
                     .with_header("Allow", "POST, DELETE, OPTIONS")

@@ -1,7 +1,8 @@
 //! The task behind one test-source session: waits for the client to connect, holds back RTP
 //! for `delay_start`, then turns the shared encoded frames into this session's packets (own
-//! sequence numbers and timestamps, own misbehaviour) until it is deleted, dropped or the
-//! transport ends.
+//! sequence numbers and timestamps, own misbehaviour) until it is deleted, dropped, its
+//! client is blocked, or the transport ends. However it ends, the peer connection is simply
+//! closed: no RTCP BYE and no HTTP signal, as SRS does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 
 use super::behaviour::Behaviour;
 use super::hub::ToneHub;
-use super::registry::{Phase, Registry, SessionEntry};
+use super::registry::{Phase, Registry, SessionEntry, Stop};
 use super::shaper::{Flow, Shaper, Verdict};
 use crate::rtc::sender::{SendSession, TransportState};
 
@@ -32,7 +33,8 @@ pub(crate) struct Session {
 
 /// Why a session ended.
 enum End {
-    Deleted,
+    /// Deleted, shut down or blocked from outside.
+    Stopped(Stop),
     Transport(TransportState),
     ConnectTimeout,
     /// `drop_after`.
@@ -43,7 +45,7 @@ enum End {
 impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Deleted => f.write_str("deleted"),
+            Self::Stopped(why) => write!(f, "{why}"),
             Self::Transport(st) => write!(f, "transport {st:?}"),
             Self::ConnectTimeout => f.write_str("client never connected"),
             Self::Dropped => f.write_str("dropped (drop_after)"),
@@ -70,10 +72,17 @@ fn is_gone(st: &TransportState) -> bool {
     matches!(st, TransportState::Failed | TransportState::Closed)
 }
 
-/// Resolves once the session is cancelled. (Helpers like this one turn the watch `Ref`s into
-/// plain values, so no lock guard lives across an await and the task stays `Send`.)
-async fn cancelled(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|c| *c).await;
+/// Resolves with the reason once the session is cancelled. (Helpers like this one turn the
+/// watch `Ref`s into plain values, so no lock guard lives across an await and the task stays
+/// `Send`.)
+async fn cancelled(rx: &mut watch::Receiver<Option<Stop>>) -> Stop {
+    rx.wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|stop| *stop)
+        // The sender lives in the entry this task holds, so this is unreachable; ending is
+        // the safe answer anyway.
+        .unwrap_or(Stop::Shutdown)
 }
 
 /// Resolves with the final state once the transport failed or closed.
@@ -99,7 +108,7 @@ async fn drive(s: &Session) -> End {
     s.entry.set_phase(Phase::Connecting);
     let connected = tokio::time::timeout(s.connect_timeout, transport_settled(&mut state));
     tokio::select! {
-        () = cancelled(&mut cancel) => return End::Deleted,
+        why = cancelled(&mut cancel) => return End::Stopped(why),
         r = connected => match r {
             Err(_) => return End::ConnectTimeout,
             Ok(TransportState::Connected) => {}
@@ -110,7 +119,7 @@ async fn drive(s: &Session) -> End {
     if let Some(delay) = s.behaviour.delay_start {
         s.entry.set_phase(Phase::Waiting);
         tokio::select! {
-            () = cancelled(&mut cancel) => return End::Deleted,
+            why = cancelled(&mut cancel) => return End::Stopped(why),
             st = transport_gone(&mut state) => return End::Transport(st),
             _ = tokio::time::sleep_until(s.answered + delay) => {}
         }
@@ -132,7 +141,7 @@ async fn drive(s: &Session) -> End {
     loop {
         tokio::select! {
             biased;
-            () = cancelled(&mut cancel) => return End::Deleted,
+            why = cancelled(&mut cancel) => return End::Stopped(why),
             st = transport_gone(&mut state) => return End::Transport(st),
             r = frames.recv() => match r {
                 Ok(frame) => {

@@ -27,6 +27,7 @@ pub mod node;
 pub mod process;
 pub mod redis;
 pub mod spectrum;
+pub mod tcp_proxy;
 pub mod testsrc;
 pub mod tone;
 pub mod ws_sink;

@@ -402,6 +402,21 @@ impl Coordinator for RedisCoordinator {
         })
     }
 
+    fn leave<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<(), CoordError>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            redis::pipe()
+                .atomic()
+                .srem(self.keys.nodes(), node)
+                .ignore()
+                .del(self.keys.node(node))
+                .ignore()
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(err)
+        })
+    }
+
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, CoordError>> {
         Box::pin(async move {
             let mut con = self.con.clone();

@@ -482,8 +482,14 @@ impl Handler<Shutdown> for StreamRegistry {
         tracing::info!(streams = n, "stopping all streams");
         let leases: Vec<Lease> = self.streams.values().map(|e| e.lease.clone()).collect();
         let coord = self.coord.clone();
+        let node = self.node.clone();
         Box::pin(
             async move {
+                // Peers stop counting this node at once: they place its streams as soon as
+                // it lets go of them, instead of waiting for its heartbeat to expire.
+                if let Err(e) = coord.leave(&node).await {
+                    tracing::warn!(error = %e, "could not leave the cluster's node list");
+                }
                 let all = futures_util::future::join_all(exits);
                 if tokio::time::timeout(msg.grace, all).await.is_err() {
                     tracing::warn!(grace = ?msg.grace, "some streams did not stop within the grace period");
