@@ -376,3 +376,51 @@ fn listen_follows_the_stream_output_format_through_the_resampler() {
         );
     }
 }
+
+#[test]
+fn listen_on_a_node_that_does_not_run_the_stream_forwards_the_owners_audio() {
+    let redis = common::redis::RedisServer::start();
+    let sink = WsSink::start();
+    let (_src, src) = start_testsrc(&[]);
+    let token = "cluster-token";
+    let env = [
+        ("WHEP_BRIDGE_REDIS_URL", redis.url()),
+        ("WHEP_BRIDGE_REDIS_PREFIX", "listen-test".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Node::start_as("node-a", Some(token), &env);
+    let b = Node::start_as("node-b", Some(token), &env);
+    create(&a, "far", &src, &sink);
+    wait_live(&a, "far");
+    let owner = a.get("far")["owner"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let other = if owner == "node-a" { &b } else { &a };
+
+    // The node that does not run it streams the owner's audio through, token and all.
+    let mut l = Listen::open(
+        other.addr(),
+        &format!("/v1/streams/far/listen?token={token}"),
+    );
+    assert_eq!(l.status, 200);
+    assert_eq!(l.header("content-type"), Some("audio/wav"));
+    let started = Instant::now();
+    l.read_for(Duration::from_secs(3));
+    let secs = started.elapsed().as_secs_f64();
+    let pcm = l.pcm();
+    assert_tones(&pcm, "forwarded listener");
+    let got = pcm.len() as f64 * 2.0 / BYTES_PER_SEC;
+    assert!(
+        got > secs - 0.6 && got < secs + 0.6,
+        "{got:.2} s of audio in {secs:.2} s"
+    );
+    // Without the token the forwarding node refuses it itself.
+    assert_problem(&other.anonymous("GET", "/v1/streams/far/listen"), 401, None);
+    // An unknown stream is a 404 on any node.
+    assert_problem(
+        &other.call("GET", "/v1/streams/nope/listen", b"", None),
+        404,
+        Some("stmId"),
+    );
+}

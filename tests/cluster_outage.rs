@@ -60,15 +60,22 @@ fn a_five_second_redis_restart_interrupts_nothing_and_loses_nothing() {
     std::thread::sleep(Duration::from_secs(5));
     redis = RedisServer::start_persistent(port, dir.path());
     let up = Instant::now();
-    eprintln!("redis down for {:.1} s", up.duration_since(down).as_secs_f64());
+    eprintln!(
+        "redis down for {:.1} s",
+        up.duration_since(down).as_secs_f64()
+    );
 
     // Every stream stays with its owner, which re-acquired it (one new epoch).
     for (id, (owner, epoch)) in ids.iter().zip(&before) {
         let mut v = serde_json::Value::Null;
-        eventually(&format!("{id} re-acquired"), Duration::from_secs(10), || {
-            v = a.get(id);
-            v["epoch"].as_u64() > Some(*epoch) && v["state"] == "live"
-        });
+        eventually(
+            &format!("{id} re-acquired"),
+            Duration::from_secs(10),
+            || {
+                v = a.get(id);
+                v["epoch"].as_u64() > Some(*epoch) && v["state"] == "live"
+            },
+        );
         assert_eq!(v["owner"], owner.as_str(), "{id} moved: {v}");
         assert_eq!(v["epoch"].as_u64(), Some(epoch + 1), "{id}: {v}");
     }
@@ -134,17 +141,29 @@ fn a_node_cut_off_from_redis_hands_its_streams_over_without_double_delivery() {
     proxy.cut();
     let cut = Instant::now();
     for id in &on_a {
-        eventually(&format!("node-b takes {id}"), Duration::from_secs(10), || {
-            let v = b.get(id);
-            v["owner"] == "node-b" && v["state"] == "live"
-        });
+        eventually(
+            &format!("node-b takes {id}"),
+            Duration::from_secs(10),
+            || {
+                let v = b.get(id);
+                v["owner"] == "node-b" && v["state"] == "live"
+            },
+        );
     }
     // node-a holds on a while (buffering), then reaches Redis again and learns it lost them.
     std::thread::sleep(Duration::from_secs(3));
     proxy.restore();
-    eventually("node-a discards what it held", Duration::from_secs(10), || {
-        a.guard.output().matches("lease lost to another node").count() >= on_a.len()
-    });
+    eventually(
+        "node-a discards what it held",
+        Duration::from_secs(10),
+        || {
+            a.guard
+                .output()
+                .matches("lease lost to another node")
+                .count()
+                >= on_a.len()
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let mut gaps = Vec::new();
@@ -164,15 +183,29 @@ fn a_node_cut_off_from_redis_hands_its_streams_over_without_double_delivery() {
             .expect("node-b delivers after the takeover");
         // Never both: node-a's last chunk arrived before node-b's first, and node-a sent
         // nothing after it (not even its backlog once Redis was back).
-        assert!(last_a < first_b, "{id}: node-a delivered after node-b started");
+        assert!(
+            last_a < first_b,
+            "{id}: node-a delivered after node-b started"
+        );
         assert!(
             last_a < cut + Duration::from_secs(3),
             "{id}: node-a delivered {:?} after the cut, past its lease",
             last_a.saturating_duration_since(cut)
         );
-        let a_epoch = chunks.iter().filter(|c| c.node == "node-a").map(|c| c.epoch).max();
-        let b_epoch = chunks.iter().filter(|c| c.node == "node-b").map(|c| c.epoch).min();
-        assert!(b_epoch > a_epoch, "{id}: epochs {a_epoch:?} then {b_epoch:?}");
+        let a_epoch = chunks
+            .iter()
+            .filter(|c| c.node == "node-a")
+            .map(|c| c.epoch)
+            .max();
+        let b_epoch = chunks
+            .iter()
+            .filter(|c| c.node == "node-b")
+            .map(|c| c.epoch)
+            .min();
+        assert!(
+            b_epoch > a_epoch,
+            "{id}: epochs {a_epoch:?} then {b_epoch:?}"
+        );
         gaps.push(first_b.saturating_duration_since(last_a));
     }
     let (p50, max) = p50_max(&gaps);
