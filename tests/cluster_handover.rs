@@ -3,6 +3,7 @@
 //! the consumer (and the media source) can be made dead for one node only:
 //! - the consumer refuses one node: after `redis.handover_after_secs` that node hands the
 //!   stream over (release + cooldown) and another node delivers it;
+//! - the media source drops and refuses one node (testsrc `/control/block`): the same;
 //! - the consumer refuses every node: the stream moves once, then stays on its owner
 //!   (everyone else is cooling down), shows `failing` with the error, and recovers in place
 //!   when the consumer comes back.
@@ -12,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{chunks_of, eventually, owner_of, post_extended, PREFIX};
+use common::net::http_request;
 use common::node::Node;
 use common::redis::RedisServer;
 use common::testsrc::start_testsrc;
@@ -19,6 +21,10 @@ use common::ws_sink::WsSink;
 
 /// Hand over after 3 s of failure (the default is 10 s).
 const AFTER_SECS: &str = "3";
+
+/// No RTP for 2 s marks a stream `stalled` (the default is 5 s): a dead source is noticed
+/// sooner.
+const STALL_SECS: &str = "2";
 
 fn start_node(id: &str, redis: &RedisServer) -> Node {
     Node::start_as(
@@ -28,6 +34,7 @@ fn start_node(id: &str, redis: &RedisServer) -> Node {
             ("WHEP_BRIDGE_REDIS_URL", &redis.url()),
             ("WHEP_BRIDGE_REDIS_PREFIX", PREFIX),
             ("WHEP_BRIDGE_REDIS_HANDOVER_AFTER_SECS", AFTER_SECS),
+            ("WHEP_BRIDGE_MEDIA_STALL_SECS", STALL_SECS),
         ],
     )
 }
@@ -94,6 +101,63 @@ fn a_consumer_dead_for_one_node_moves_the_stream_to_another() {
         .map(|c| c.at)
         .min();
     assert!(last_old < first_new, "overlap");
+}
+
+#[test]
+fn a_whep_source_dead_for_one_node_moves_the_stream_to_another() {
+    let redis = RedisServer::start();
+    let sink = WsSink::start();
+    let (_src, src) = start_testsrc(&[]);
+    let a = start_node("node-a", &redis);
+    let _b = start_node("node-b", &redis);
+    post_extended(&a, "wmoved", &src, &sink);
+    a.wait_state("wmoved", "live", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(1));
+    let first = owner_of(&a, "wmoved");
+    let second = other(&first);
+
+    // The source drops the owner's session and refuses it from now on (its User-Agent names
+    // the node); the other node still gets in.
+    let r = http_request(
+        "POST",
+        &format!("{src}/control/block?agent=node%20{first})"),
+        b"",
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("control request");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let blocked = Instant::now();
+    let mut v = serde_json::Value::Null;
+    eventually("the stream moves", Duration::from_secs(15), || {
+        v = a.get("wmoved");
+        v["owner"] == second && v["state"] == "live"
+    });
+    eventually("audio from the new owner", Duration::from_secs(5), || {
+        chunks_of(&sink, "wmoved").iter().any(|c| c.node == second)
+    });
+    let chunks = chunks_of(&sink, "wmoved");
+    let first_new = chunks
+        .iter()
+        .filter(|c| c.node == second)
+        .map(|c| c.at)
+        .min()
+        .unwrap_or_else(Instant::now);
+    let last_old = chunks
+        .iter()
+        .filter(|c| c.node == first)
+        .map(|c| c.at)
+        .max();
+    assert!(last_old < Some(first_new), "overlap");
+    let gap = first_new.saturating_duration_since(blocked);
+    eprintln!(
+        "WHEP source dead for {first}: delivered by {second} {:.2} s later \
+         (stalled after {STALL_SECS} s, hand-over after {AFTER_SECS} s more)",
+        gap.as_secs_f64()
+    );
+    // Noticed when RTP stops (stall), then local retries get `handover_after` to fix it;
+    // each is checked once a second, then the new owner connects and fills a chunk.
+    assert!(gap <= Duration::from_secs(2 + 3 + 3), "gap {gap:?}");
 }
 
 #[test]

@@ -121,6 +121,12 @@ pub trait Coordinator: Send + Sync + 'static {
     /// How long a lease lives without renewal.
     fn lease_ttl(&self) -> Duration;
 
+    /// Can another process deliver this node's streams (a cluster)? Then delivery is fenced
+    /// by the lease deadline.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     /// The longest a single call may take before it fails (0 for in-memory coordinators).
     fn call_timeout(&self) -> Duration {
         Duration::ZERO

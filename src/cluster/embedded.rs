@@ -66,6 +66,10 @@ impl Coordinator for EmbeddedCoordinator {
         self.lease_ttl
     }
 
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn put_stream<'a>(
         &'a self,
         request: &'a StreamRequest,

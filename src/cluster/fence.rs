@@ -8,12 +8,54 @@
 //!   delivery `ttl - margin` after that (`margin` covers the check interval and clock-rate
 //!   drift between the two hosts): by the time another node can acquire the stream, this one
 //!   has been silent for at least `margin`.
+//!   [`DeliveryGate`] carries that deadline to every forwarder.
 //! - **Orphans wait one TTL after an outage.** When the coordinator comes back, every owner
 //!   finds its leases expired. Owners re-acquire their own first; a node that just saw the
 //!   outage end leaves unowned streams alone for one TTL, so it does not snatch a stream
 //!   whose owner is still pulling (and buffering) it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Until when this node may deliver, shared by the registry (which moves it forward on every
+/// confirmed renewal) and every stream's forwarder (which checks it before each write).
+/// Checking in the forwarder itself keeps the fence exact even while the registry is busy
+/// with something else: a forwarder never writes past the deadline, whoever is late.
+#[derive(Debug)]
+pub struct DeliveryGate {
+    base: Instant,
+    /// Milliseconds after `base`; `u64::MAX`: always open.
+    until_ms: AtomicU64,
+}
+
+impl DeliveryGate {
+    /// Closed until [`open_until`](Self::open_until) is called.
+    pub fn closed() -> Self {
+        Self {
+            base: Instant::now(),
+            until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Never closes (a node on its own: nobody else can deliver its streams).
+    pub fn always_open() -> Self {
+        Self {
+            base: Instant::now(),
+            until_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub fn open_until(&self, deadline: Instant) {
+        let ms = deadline.saturating_duration_since(self.base).as_millis();
+        self.until_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    pub fn is_open(&self, now: Instant) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until == u64::MAX || (now.saturating_duration_since(self.base).as_millis() as u64) < until
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct FenceClock {
@@ -97,6 +139,11 @@ impl FenceClock {
 
     pub fn is_held(&self) -> bool {
         self.held
+    }
+
+    /// The deadline for delivery under the last confirmation, if any.
+    pub fn deliver_until(&self) -> Option<Instant> {
+        self.confirmed.map(|c| c + self.hold_after)
     }
 
     /// How long delivery has been unconfirmed (for logs).
@@ -192,6 +239,22 @@ mod tests {
         c.clear();
         assert!(!c.is_held());
         assert!(!c.should_hold(t0 + S(10_000)));
+    }
+
+    #[test]
+    fn the_gate_follows_the_deadline_and_can_stay_open() {
+        let t0 = Instant::now();
+        let gate = DeliveryGate::closed();
+        assert!(!gate.is_open(t0));
+        let mut c = clock();
+        c.on_renewed(t0);
+        gate.open_until(c.deliver_until().expect("confirmed"));
+        assert!(gate.is_open(t0 + S(1_999)));
+        assert!(!gate.is_open(t0 + S(2_001)), "closed before the 3 s expiry");
+        c.on_renewed(t0 + S(1_000));
+        gate.open_until(c.deliver_until().expect("confirmed"));
+        assert!(gate.is_open(t0 + S(2_500)));
+        assert!(DeliveryGate::always_open().is_open(t0 + S(1 << 40)));
     }
 
     #[test]

@@ -41,6 +41,7 @@ use super::link::{
     CLOSE_WAIT,
 };
 use super::replay::ReplayBuffer;
+use crate::cluster::fence::DeliveryGate;
 use crate::config::{OutputFormat, PipelineSettings, StreamSpec};
 use crate::pipeline::messages::{ChainEvent, Drain, Pcm};
 use crate::pipeline::stats::StreamStats;
@@ -58,6 +59,8 @@ pub struct ForwarderConfig {
     pub replay_bound: Duration,
     /// How long a stop may wait for the consumer to confirm the last chunks.
     pub drain_timeout: Duration,
+    /// Deliver only while this is open (a cluster node's lease deadline); `None`: always.
+    pub gate: Option<Arc<DeliveryGate>>,
 }
 
 impl ForwarderConfig {
@@ -67,6 +70,7 @@ impl ForwarderConfig {
             format: spec.output,
             replay_bound: settings.replay_buffer,
             drain_timeout: settings.timeouts.ws_connect,
+            gate: None,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct WsForwarderActor {
     done: bool,
     /// Delivery is held (self-fencing): buffer, write nothing.
     held: bool,
+    /// The gate was found closed at the last check (for logging the change once).
+    gate_closed: bool,
     /// The connection the start frame (binary envelope) was written on.
     started_conn: Option<u64>,
 }
@@ -144,12 +150,34 @@ impl WsForwarderActor {
             detaching: false,
             done: false,
             held: false,
+            gate_closed: false,
             started_conn: None,
         }
     }
 
     fn url(&self) -> &str {
         redact(&self.cfg.link.url)
+    }
+
+    /// May this forwarder write now? Not while held, nor past the node's lease deadline.
+    fn delivering(&mut self) -> bool {
+        if self.held {
+            return false;
+        }
+        let open = self
+            .cfg
+            .gate
+            .as_ref()
+            .is_none_or(|g| g.is_open(Instant::now()));
+        if open == self.gate_closed {
+            self.gate_closed = !open;
+            if open {
+                tracing::info!(stm_id = %self.stm_id(), "lease confirmed again; delivering");
+            } else {
+                tracing::warn!(stm_id = %self.stm_id(), "lease deadline passed; holding delivery");
+            }
+        }
+        open
     }
 
     fn stm_id(&self) -> &str {
@@ -219,7 +247,8 @@ impl WsForwarderActor {
     /// frame, on a connection that has not had it yet); the link pings after them and the
     /// pong acks them. Nothing while held.
     fn send_unsent(&mut self) {
-        let (Some(conn), Some(link), false) = (self.conn, &self.link, self.held) else {
+        let delivering = self.delivering();
+        let (Some(conn), Some(link), true) = (self.conn, &self.link, delivering) else {
             self.update_buffered();
             return;
         };
@@ -327,7 +356,8 @@ impl WsForwarderActor {
             self.drained(ctx);
             return;
         };
-        let stop = (!self.held)
+        let stop = self
+            .delivering()
             .then(|| self.encoder.stop_frame("stopped"))
             .flatten();
         if let (Some(conn), Some(stop)) = (self.conn, stop) {
@@ -439,10 +469,10 @@ impl Handler<Drain> for WsForwarderActor {
         }
         let limit = self.cfg.drain_timeout;
         self.drain_deadline = Some(Instant::now() + limit);
-        if self.held {
-            // Stopped while fenced: the lease is someone else's now; what we hold is theirs
-            // to deliver.
-            self.give_up_drain("lease lost while delivery was held", ctx);
+        if !self.delivering() {
+            // Stopped while fenced: the lease may be someone else's now; what we hold is
+            // theirs to deliver.
+            self.give_up_drain("lease not confirmed while stopping", ctx);
             return;
         }
         if let Some(last) = self.chunker.flush_partial() {
@@ -583,6 +613,7 @@ mod tests {
             },
             replay_bound: DEFAULT_REPLAY_BOUND,
             drain_timeout: Duration::from_millis(500),
+            gate: None,
         }
     }
 
@@ -797,6 +828,47 @@ mod tests {
                 "sent after losing the lease: {after:?}"
             );
             assert_eq!(stats.chunks.load(Relaxed), 5, "seq 5 and 6 never went out");
+        });
+    }
+
+    #[test]
+    fn past_the_lease_deadline_nothing_is_written_until_it_moves_and_a_stop_discards() {
+        let (url, mut text_rx) = reading_consumer();
+        actix::System::new().block_on(async move {
+            let gate = Arc::new(DeliveryGate::closed());
+            gate.open_until(Instant::now() + Duration::from_secs(60));
+            let mut cfg = test_cfg(url, None);
+            cfg.gate = Some(gate.clone());
+            let (fwd, stats, mut rx) = start(cfg);
+            let pcm = |n: usize| Pcm {
+                samples: vec![5; CHUNK * n],
+                arrival: None,
+            };
+            fwd.do_send(pcm(1));
+            assert_eq!(next_seq(&mut text_rx).await, 0);
+
+            // The registry could not renew: the deadline passes; the forwarder holds by itself.
+            gate.open_until(Instant::now());
+            fwd.do_send(pcm(2));
+            let quiet = tokio::time::timeout(Duration::from_millis(300), text_rx.recv()).await;
+            assert!(quiet.is_err(), "sent past the deadline: {quiet:?}");
+
+            // Renewed: the next audio flushes the backlog first, in order.
+            gate.open_until(Instant::now() + Duration::from_secs(60));
+            fwd.do_send(pcm(1));
+            for want in 1..4 {
+                assert_eq!(next_seq(&mut text_rx).await, want);
+            }
+
+            // Past the deadline again, then stopped: discarded, not flushed.
+            gate.open_until(Instant::now());
+            fwd.do_send(pcm(2));
+            fwd.do_send(Drain);
+            let ev = next_event(&mut rx, Duration::from_secs(3)).await;
+            assert!(matches!(ev, ChainEvent::Drained), "{ev:?}");
+            let after = tokio::time::timeout(Duration::from_millis(300), text_rx.recv()).await;
+            assert!(!matches!(after, Ok(Some(_))), "sent after the deadline: {after:?}");
+            assert_eq!(stats.chunks.load(Relaxed), 4);
         });
     }
 }

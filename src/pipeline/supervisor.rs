@@ -21,6 +21,7 @@ use super::reorder::ReorderConfig;
 use super::resampler::ResamplerCore;
 use super::resampler_actor::ResamplerActor;
 use super::stats::{StatsSnapshot, StreamStats};
+use crate::cluster::fence::DeliveryGate;
 use crate::config::{PipelineSettings, StreamSpec};
 use crate::output::envelope::StreamIdentity;
 use crate::output::forwarder::{ForwarderConfig, Hold, Resume, WsForwarderActor};
@@ -80,6 +81,8 @@ pub struct StreamSupervisor {
     epoch: u64,
     /// Self-fencing goes straight to the consumer side (see [`Hold`]).
     forwarder: Option<Addr<WsForwarderActor>>,
+    /// The node's lease deadline (a cluster), checked by the forwarder before every write.
+    gate: Option<Arc<DeliveryGate>>,
 }
 
 impl StreamSupervisor {
@@ -137,6 +140,7 @@ impl StreamSupervisor {
             shared_link: None,
             epoch: 0,
             forwarder: None,
+            gate: None,
         })
     }
 
@@ -149,6 +153,12 @@ impl StreamSupervisor {
     /// The lease epoch this run delivers under (stamped on `extended`/`binary` envelopes).
     pub fn with_epoch(mut self, epoch: u64) -> Self {
         self.epoch = epoch;
+        self
+    }
+
+    /// Delivers only while `gate` is open (the node's lease deadline, SPEC §6 fencing).
+    pub fn with_gate(mut self, gate: Arc<DeliveryGate>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -314,8 +324,10 @@ impl Actor for StreamSupervisor {
             node: self.settings.node.clone(),
             epoch: self.epoch,
         };
+        let mut fwd_cfg = ForwarderConfig::for_stream(&self.spec, &self.settings);
+        fwd_cfg.gate = self.gate.clone();
         let forwarder = WsForwarderActor::new(
-            ForwarderConfig::for_stream(&self.spec, &self.settings),
+            fwd_cfg,
             identity,
             self.stats.clone(),
             me.clone(),

@@ -77,7 +77,9 @@ impl StreamRegistry {
         }
         let lost_ids: BTreeSet<&str> = out.lost.iter().map(|(l, _)| l.stm_id.as_str()).collect();
         if let Some(sent) = out.renewed {
-            if self.fence.on_renewed(sent) {
+            let resumed = self.fence.on_renewed(sent);
+            self.update_gate();
+            if resumed {
                 tracing::info!(
                     streams = self.streams.len(),
                     "leases confirmed; delivery resumes"

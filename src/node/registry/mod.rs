@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::claim::is_least_loaded;
-use crate::cluster::fence::FenceClock;
+use crate::cluster::fence::{DeliveryGate, FenceClock};
 use crate::cluster::handover::{HandoverPolicy, Health};
 use crate::cluster::jobs::{Job, JobOutcome};
 use crate::cluster::{Coordinator, EmbeddedCoordinator, Lease, NodeInfo, Put};
@@ -106,6 +106,8 @@ pub struct StreamRegistry {
     draining: bool,
     /// Self-fencing and the post-outage claim pause.
     fence: FenceClock,
+    /// The deadline the forwarders check (see [`DeliveryGate`]).
+    gate: Arc<DeliveryGate>,
     /// When a failing stream goes to another node.
     handover: HandoverPolicy,
 }
@@ -123,6 +125,7 @@ impl StreamRegistry {
         let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::default());
         Self {
             fence: Self::fence_for(coord.as_ref()),
+            gate: Self::gate_for(coord.as_ref()),
             handover: HandoverPolicy::default(),
             coord,
             node: settings.node.clone(),
@@ -155,6 +158,7 @@ impl StreamRegistry {
     /// Uses `coord` instead of the embedded coordinator (a cluster).
     pub fn with_coordinator(mut self, coord: Arc<dyn Coordinator>) -> Self {
         self.fence = Self::fence_for(coord.as_ref());
+        self.gate = Self::gate_for(coord.as_ref());
         self.coord = coord;
         self
     }
@@ -163,6 +167,21 @@ impl StreamRegistry {
     pub fn with_handover(mut self, policy: HandoverPolicy) -> Self {
         self.handover = policy;
         self
+    }
+
+    fn gate_for(coord: &dyn Coordinator) -> Arc<DeliveryGate> {
+        Arc::new(if coord.is_shared() {
+            DeliveryGate::closed()
+        } else {
+            DeliveryGate::always_open()
+        })
+    }
+
+    /// Moves the forwarders' deadline to what the fence clock allows now.
+    fn update_gate(&self) {
+        if let Some(until) = self.fence.deliver_until() {
+            self.gate.open_until(until);
+        }
     }
 
     fn fence_for(coord: &dyn Coordinator) -> FenceClock {
@@ -224,8 +243,12 @@ impl StreamRegistry {
     /// Starts a prepared stream under `lease`, replacing a local run of the same id.
     fn launch(&mut self, p: Prepared, lease: Lease) -> StreamStatus {
         self.fence.on_acquired(Instant::now());
+        self.update_gate();
         let stm_id = p.request.stm_id.clone();
-        let supervisor = p.supervisor.with_epoch(lease.epoch);
+        let supervisor = p
+            .supervisor
+            .with_epoch(lease.epoch)
+            .with_gate(self.gate.clone());
         let (supervisor, link_key) = match p.link {
             Some(cfg) => {
                 let (key, link) = self.join_link(cfg, &stm_id);
