@@ -867,7 +867,10 @@ mod tests {
             let ev = next_event(&mut rx, Duration::from_secs(3)).await;
             assert!(matches!(ev, ChainEvent::Drained), "{ev:?}");
             let after = tokio::time::timeout(Duration::from_millis(300), text_rx.recv()).await;
-            assert!(!matches!(after, Ok(Some(_))), "sent after the deadline: {after:?}");
+            assert!(
+                !matches!(after, Ok(Some(_))),
+                "sent after the deadline: {after:?}"
+            );
             assert_eq!(stats.chunks.load(Relaxed), 4);
         });
     }
