@@ -84,10 +84,8 @@ fn streams_run_under_leases_and_move_to_the_survivor_when_their_node_dies() {
         || nodes[o].guard.output().contains("stream stopped: deleted"),
     );
     let took = asked.elapsed();
-    assert!(
-        took < Duration::from_millis(1_500),
-        "stopped after {took:?}"
-    );
+    eprintln!("DELETE through the other node: the owner stopped it after {took:?}");
+    assert!(took < Duration::from_secs(1), "stopped after {took:?}");
     assert_eq!(
         nodes[o].call("GET", "/v1/streams/doomed", b"", None).status,
         404
